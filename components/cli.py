@@ -1,0 +1,132 @@
+"""``apd``: the AI Product-photo Detector command line.
+
+    apd data demo                      build (or reuse) the offline demo dataset under data/demo
+    apd ingest SOURCE --out DIR        ingest a labelled image collection into a versioned dataset
+    apd validate DIR                   validate an ingested dataset (exit 1 when it fails)
+    apd pipeline run --local --source SOURCE
+                                       run the pipeline with KFP's local runner
+
+Configuration comes from ``APD_*`` environment variables (see ``components/common/settings.py``).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import structlog
+
+from components.common.errors import DetectorError
+from components.common.logging import configure_logging
+from components.common.settings import Settings
+
+log = structlog.get_logger("apd")
+
+
+def _data_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from components.common.demo_data import build_demo_dataset
+
+    out = args.out or settings.data_dir / "demo"
+    summary = build_demo_dataset(out, seed=settings.seed, crops_per_photo=args.crops_per_photo)
+    state = "reused (cached)" if summary.cached else f"built in {summary.seconds:.0f} s"
+    print(f"demo dataset {state}: {summary.images} images from {summary.photos} photos in {summary.out_dir}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from components.ingest import ingest_dataset
+
+    result = ingest_dataset(
+        args.source,
+        args.out,
+        settings.data_dir / "cache",
+        settings.splits,
+        settings.s3,
+        args.image_column,
+        args.label_column,
+        args.label_map,
+    )
+    print(f"dataset version {result.summary.dataset_version}: {result.summary.num_images} images in {args.out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    from components.validate import validate_dataset, write_report
+
+    report = validate_dataset(args.dataset, settings.images, settings.validation)
+    write_report(report, args.dataset / "validation.json", args.dataset / "validation.md")
+    print(report.to_markdown())
+    return 0 if report.passed else 1
+
+
+def _pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.local import run_local
+    from pipelines.training import training_pipeline
+
+    rules = settings.validation
+    task = run_local(
+        training_pipeline,
+        args.pipeline_root,
+        source=args.source,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        label_map=args.label_map,
+        max_class_ratio=rules.max_class_ratio,
+        warn_class_ratio=rules.warn_class_ratio,
+        min_images_per_split=rules.min_images_per_split,
+    )
+    print(Path(task.output.path).read_text())
+    print(f"outputs: {Path(task.output.path).parent.parent}")
+    return 0
+
+
+def _add_source_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-column", default="image", help="Parquet sources: the image column")
+    parser.add_argument("--label-column", default="label", help="Parquet sources: the label column")
+    parser.add_argument("--label-map", default="", help="Parquet sources: e.g. '0=ai_generated,1=real'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="apd", description="AI Product-photo Detector.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    demo = data.add_parser("demo", help="build the offline demo dataset (cached)")
+    demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
+    demo.add_argument("--crops-per-photo", type=int, default=4, help="crops taken from each source photo")
+    demo.set_defaults(func=_data_demo)
+
+    ingest = commands.add_parser("ingest", help="ingest a labelled image collection")
+    ingest.add_argument("source", help="class-folder tree, s3://bucket/prefix, or Parquet file/folder")
+    ingest.add_argument("--out", type=Path, required=True, help="output dataset folder")
+    _add_source_columns(ingest)
+    ingest.set_defaults(func=_ingest)
+
+    validate = commands.add_parser("validate", help="validate an ingested dataset (exit 1 when it fails)")
+    validate.add_argument("dataset", type=Path, help="ingested dataset folder")
+    validate.set_defaults(func=_validate)
+
+    pipeline = commands.add_parser("pipeline", help="the training pipeline")
+    pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
+    run = pipeline_commands.add_parser("run", help="run the pipeline")
+    run.add_argument("--local", action="store_true", required=True, help="run with KFP's local runner")
+    run.add_argument("--source", required=True, help="dataset source (see apd ingest)")
+    run.add_argument("--pipeline-root", type=Path, default=Path("local_outputs"), help="where outputs land")
+    _add_source_columns(run)
+    run.set_defaults(func=_pipeline_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.logging)
+    try:
+        return int(args.func(args, settings))
+    except DetectorError as exc:
+        log.error("failed", error=str(exc), error_type=type(exc).__name__)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

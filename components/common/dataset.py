@@ -1,0 +1,90 @@
+"""The dataset contract between ingest and every later stage: a folder of images plus a Parquet manifest.
+
+Layout of an ingested dataset folder::
+
+    manifest.parquet          one row per image (columns: MANIFEST_COLUMNS)
+    dataset.json              {"dataset_version": ..., "num_images": ..., "counts": ...}
+    images/<sha[:2]>/<sha>.<ext>
+
+The dataset version is a hash of the manifest's content (not of its file bytes, which depend on the Parquet
+writer) and travels in the metadata of every artifact made from the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.common.settings import SplitSettings
+
+LABELS = ("real", "ai_generated")
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ["sha256", "label", "split", "path", "source", "format", "width", "height", "bytes"]
+# Columns whose values define the dataset; `source` (where a file came from) does not change the version.
+_VERSION_COLUMNS = ["sha256", "label", "split", "path", "format", "width", "height", "bytes"]
+MANIFEST_FILE = "manifest.parquet"
+SUMMARY_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a dataset is, in a few numbers; written to dataset.json and into artifact metadata."""
+
+    dataset_version: str
+    num_images: int
+    counts: dict[str, dict[str, int]]  # split -> label -> number of images
+
+    def to_dict(self) -> dict[str, object]:
+        return {"dataset_version": self.dataset_version, "num_images": self.num_images, "counts": self.counts}
+
+
+def split_for_hash(sha256: str, splits: SplitSettings) -> str:
+    """Deterministic split of an image from its content hash: the same bytes always land in the same split."""
+    u = int(sha256[:16], 16) / 16**16
+    if u < splits.train:
+        return "train"
+    if u < splits.train + splits.val:
+        return "val"
+    return "test"
+
+
+def train_or_val_for_hash(sha256: str, splits: SplitSettings) -> str:
+    """For sources that fix only train/test (CIFAKE): carve validation out of train by the same hash rule."""
+    u = int(sha256[16:32], 16) / 16**16
+    return "val" if u < splits.val / (splits.train + splits.val) else "train"
+
+
+def dataset_version(manifest: pd.DataFrame) -> str:
+    """Hash of the manifest content, independent of row order and of where the files came from."""
+    canonical = manifest[_VERSION_COLUMNS].sort_values(["sha256", "label", "split"]).astype(str)
+    digest = hashlib.sha256()
+    digest.update("\t".join(_VERSION_COLUMNS).encode())
+    for row in canonical.itertuples(index=False):
+        digest.update(b"\n" + "\t".join(row).encode())
+    return digest.hexdigest()[:16]
+
+
+def summarize(manifest: pd.DataFrame) -> DatasetSummary:
+    counts = {
+        split: {label: int(((manifest["split"] == split) & (manifest["label"] == label)).sum()) for label in LABELS}
+        for split in SPLITS
+    }
+    return DatasetSummary(dataset_version=dataset_version(manifest), num_images=len(manifest), counts=counts)
+
+
+def write_dataset(manifest: pd.DataFrame, dataset_dir: Path) -> DatasetSummary:
+    """Write the manifest and summary of a dataset whose images are already in ``dataset_dir/images``."""
+    manifest = manifest[MANIFEST_COLUMNS].sort_values(["split", "label", "sha256"]).reset_index(drop=True)
+    manifest.to_parquet(dataset_dir / MANIFEST_FILE, index=False)
+    summary = summarize(manifest)
+    (dataset_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary
+
+
+def read_manifest(dataset_dir: Path) -> pd.DataFrame:
+    """The manifest of an ingested dataset folder."""
+    return pd.read_parquet(dataset_dir / MANIFEST_FILE)

@@ -1,0 +1,26 @@
+"""Domain errors. Each carries a message a user can act on: what was wrong and what is accepted."""
+
+from __future__ import annotations
+
+
+class DetectorError(Exception):
+    """Base class of every error the platform raises on purpose."""
+
+
+class InvalidImageError(DetectorError):
+    """An image that cannot be accepted: not an image, corrupt, wrong format or over a limit.
+
+    ``reason`` is a short machine-readable code (``too_large``, ``unsupported_format`` ...) used for metrics.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DataSourceError(DetectorError):
+    """A dataset source that cannot be read: missing folder, unknown layout, bad URI or Parquet columns."""
+
+
+class DataValidationError(DetectorError):
+    """A dataset that failed validation; the message lists each failed rule and the files it names."""

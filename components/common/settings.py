@@ -1,0 +1,86 @@
+"""One Settings object per process, read from the environment (prefix ``APD_``, nested with ``__``).
+
+Build it once at the entrypoint (``Settings()``) and pass it, or the section a function needs, down.
+Example: ``APD_IMAGES__MAX_BYTES=5000000 apd ingest ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ImageLimits(BaseModel):
+    """What an uploaded or ingested image may be. Shared by ingest, validate and serving."""
+
+    formats: tuple[str, ...] = Field(
+        default=("JPEG", "PNG", "WEBP"), description="Accepted image formats, as Pillow names them."
+    )
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="Largest accepted encoded image, in bytes.")
+    max_pixels: int = Field(
+        default=40_000_000, gt=0, description="Largest accepted width x height: a guard against decompression bombs."
+    )
+    min_side: int = Field(default=32, gt=0, description="Smallest accepted width or height, in pixels.")
+
+
+class SplitSettings(BaseModel):
+    """How ingest assigns images to splits (deterministic from the content hash)."""
+
+    train: float = Field(default=0.70, gt=0, lt=1, description="Fraction of images in the training split.")
+    val: float = Field(default=0.15, gt=0, lt=1, description="Fraction of images in the validation split.")
+    test: float = Field(default=0.15, gt=0, lt=1, description="Fraction of images in the held-out test split.")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSettings:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, got {total:.4f}")
+        return self
+
+
+class ValidationRules(BaseModel):
+    """Rules that the validate stage checks; a failed rule blocks the pipeline."""
+
+    max_class_ratio: float = Field(
+        default=1.5, ge=1, description="Largest allowed majority/minority class count ratio, overall and per split."
+    )
+    warn_class_ratio: float = Field(
+        default=1.25, ge=1, description="Class ratio above which validate warns without blocking."
+    )
+    min_images_per_split: int = Field(default=10, ge=1, description="Fewest images each split must hold.")
+
+
+class S3Settings(BaseModel):
+    """Connection to an S3-compatible object store (MinIO on a cluster). Credentials only from the environment."""
+
+    endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 endpoint, without scheme.")
+    access_key: str | None = Field(default=None, description="Access key id; unset for anonymous access.")
+    secret_key: str | None = Field(default=None, description="Secret access key; unset for anonymous access.")
+    secure: bool = Field(default=False, description="Use HTTPS to reach the endpoint.")
+    region: str | None = Field(default=None, description="Bucket region, when the store needs one.")
+
+
+class LoggingSettings(BaseModel):
+    """Structured logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json in containers, console on a terminal; auto picks by whether stderr is a TTY."
+    )
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform. Environment variables: ``APD_<FIELD>`` or ``APD_<SECTION>__<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="APD_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Where datasets and the ingest cache live locally.")
+    seed: int = Field(default=42, description="Seed for everything random (augmentation, shuffling, demo crops).")
+    images: ImageLimits = Field(default_factory=ImageLimits, description="Image format and size limits.")
+    splits: SplitSettings = Field(default_factory=SplitSettings, description="Train/val/test fractions.")
+    validation: ValidationRules = Field(default_factory=ValidationRules, description="Dataset validation rules.")
+    s3: S3Settings = Field(default_factory=S3Settings, description="S3 / MinIO connection.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

@@ -1,0 +1,425 @@
+"""Ingest: a labelled image collection -> a versioned dataset (images + Parquet manifest).
+
+Sources (``source`` argument):
+- a local folder: ``real/`` and ``ai_generated/`` class folders (CIFAKE's ``REAL/``/``FAKE/`` too), optionally under
+  split folders (``train/``, ``val/``/``validation/``, ``test/``);
+- ``s3://bucket/prefix`` on MinIO or any S3 endpoint, with the same layout below the prefix;
+- a Parquet file, or a folder of them, exported from a Hugging Face image dataset (image bytes + label column;
+  the split comes from a ``split`` column or from file names such as ``train-00000-of-00001.parquet``).
+
+Splits come from the source when it fixes them (a source with only train/test gets validation carved out of
+train), else from the content hash. Exact duplicates never straddle splits. Files are content-addressed in a
+local cache and hard-linked into the output, so re-ingesting an unchanged source copies and hashes nothing.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import pandas as pd
+import pyarrow.parquet as pq
+import structlog
+from kfp.dsl import Dataset, Output
+from tqdm import tqdm
+
+from components.common.dataset import SPLITS, DatasetSummary, split_for_hash, train_or_val_for_hash, write_dataset
+from components.common.errors import DataSourceError
+from components.common.images import probe_header
+from components.common.settings import S3Settings, SplitSettings
+from components.stage import stage
+
+log = structlog.get_logger(__name__)
+
+LABEL_ALIASES = {"real": "real", "ai_generated": "ai_generated", "fake": "ai_generated"}
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test"}  # fmt: skip
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_LAYOUT_HELP = (
+    "expected <root>/real/ and <root>/ai_generated/ (or REAL/ and FAKE/), optionally below train/, val/ and test/"
+)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One labelled file of a source, before its bytes are read."""
+
+    source: str  # where it came from (path, s3 URI, parquet file#row)
+    label: str  # real | ai_generated
+    split: str | None  # fixed by the source layout, or None to assign from the hash
+    cache_key: str | None  # identifies unchanged content (path + size + mtime, or key + etag); None: always read
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingest produced."""
+
+    dataset_dir: Path
+    summary: DatasetSummary
+    files_seen: int
+    duplicates_dropped: int
+    bytes_read: int  # bytes actually read from the source (0 on an unchanged re-run of a folder or S3 source)
+
+
+def _classify(parts: tuple[str, ...]) -> tuple[str, str | None] | None:
+    """(label, fixed split) from a file's path parts below the root, or None when it sits outside the layout."""
+    if len(parts) >= 3 and parts[0].lower() in SPLIT_ALIASES and parts[1].lower() in LABEL_ALIASES:
+        return LABEL_ALIASES[parts[1].lower()], SPLIT_ALIASES[parts[0].lower()]
+    if len(parts) >= 2 and parts[0].lower() in LABEL_ALIASES:
+        return LABEL_ALIASES[parts[0].lower()], None
+    return None
+
+
+class Source(Protocol):
+    """A source lists labelled files and reads their bytes."""
+
+    def files(self) -> list[SourceFile]: ...
+
+    def read(self, item: SourceFile) -> bytes: ...
+
+
+class FolderSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def files(self) -> list[SourceFile]:
+        items, skipped = [], 0
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.root).parts
+            if any(part.startswith(".") for part in rel):
+                continue
+            classified = _classify(rel)
+            if classified is None:
+                skipped += 1
+                continue
+            stat = path.stat()
+            items.append(SourceFile(str(path), *classified, f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"))
+        if skipped:
+            log.warning("ingest_files_outside_layout", root=str(self.root), skipped=skipped, layout=_LAYOUT_HELP)
+        return items
+
+    def read(self, item: SourceFile) -> bytes:
+        return Path(item.source).read_bytes()
+
+
+class S3Source:
+    def __init__(self, uri: str, settings: S3Settings) -> None:
+        from minio import Minio
+
+        match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
+        if match is None:
+            raise DataSourceError(f"bad S3 URI {uri!r}; expected s3://bucket/prefix")
+        self.bucket, prefix = match.groups()
+        self.prefix = prefix.rstrip("/") + "/" if prefix else ""
+        self.endpoint = settings.endpoint
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+        )
+
+    def files(self) -> list[SourceFile]:
+        items, skipped = [], 0
+        for obj in self.client.list_objects(self.bucket, prefix=self.prefix, recursive=True):
+            key = obj.object_name or ""
+            rel = PurePosixPath(key[len(self.prefix) :]).parts
+            classified = None if any(p.startswith(".") for p in rel) else _classify(rel)
+            if classified is None or obj.is_dir:
+                skipped += 1
+                continue
+            uri = f"s3://{self.bucket}/{key}"
+            items.append(SourceFile(uri, *classified, f"{self.endpoint}/{uri}:{obj.etag}:{obj.size}"))
+        if skipped:
+            log.warning("ingest_files_outside_layout", root=f"s3://{self.bucket}/{self.prefix}", skipped=skipped)
+        return sorted(items, key=lambda i: i.source)
+
+    def read(self, item: SourceFile) -> bytes:
+        key = item.source[len(f"s3://{self.bucket}/") :]
+        response = self.client.get_object(self.bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+
+class ParquetSource:
+    """Hugging Face image dataset exported to Parquet: an image column (struct with ``bytes``, or binary) and a
+    label column (strings such as ``REAL``/``FAKE``, or integers mapped with ``label_map``)."""
+
+    def __init__(self, path: Path, image_column: str, label_column: str, label_map: dict[str, str]) -> None:
+        self.paths = sorted(path.glob("**/*.parquet")) if path.is_dir() else [path]
+        if not self.paths:
+            raise DataSourceError(f"no .parquet files under {path}")
+        self.image_column, self.label_column = image_column, label_column
+        self.label_map = {str(k).lower(): v for k, v in label_map.items()}
+        self._rows: dict[str, bytes] = {}
+
+    def _label(self, value: object, where: str) -> str:
+        key = str(value).lower()
+        label = self.label_map.get(key) or LABEL_ALIASES.get(key)
+        if label is None:
+            raise DataSourceError(
+                f"{where}: label {value!r} is not one of {sorted(LABEL_ALIASES)}; "
+                "pass a label map such as '0=ai_generated,1=real'"
+            )
+        return label
+
+    def _split_of_file(self, path: Path) -> str | None:
+        match = re.match(r"([a-z]+)[-_.]", path.name.lower())
+        return SPLIT_ALIASES.get(match.group(1)) if match else None
+
+    def files(self) -> list[SourceFile]:
+        items: list[SourceFile] = []
+        for path in self.paths:
+            columns = pq.ParquetFile(path).schema_arrow.names
+            for needed in (self.image_column, self.label_column):
+                if needed not in columns:
+                    raise DataSourceError(f"{path}: no column {needed!r}; columns are {columns}")
+            wanted = [self.image_column, self.label_column] + (["split"] if "split" in columns else [])
+            file_split = self._split_of_file(path)
+            row = 0
+            for batch in pq.ParquetFile(path).iter_batches(columns=wanted, batch_size=1024):
+                for record in batch.to_pylist():
+                    where = f"{path}#{row}"
+                    image = record[self.image_column]
+                    data = image.get("bytes") if isinstance(image, dict) else image
+                    if not isinstance(data, bytes):
+                        raise DataSourceError(f"{where}: column {self.image_column!r} holds no image bytes")
+                    split = SPLIT_ALIASES.get(str(record.get("split", "")).lower()) or file_split
+                    self._rows[where] = data
+                    items.append(SourceFile(where, self._label(record[self.label_column], where), split, None))
+                    row += 1
+        return items
+
+    def read(self, item: SourceFile) -> bytes:
+        return self._rows.pop(item.source)
+
+
+def parse_label_map(text: str) -> dict[str, str]:
+    """'0=ai_generated,1=real' -> {'0': 'ai_generated', '1': 'real'}."""
+    mapping = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or value not in LABEL_ALIASES.values():
+            raise DataSourceError(f"bad label map entry {pair!r}; expected VALUE=real or VALUE=ai_generated")
+        mapping[key.strip()] = value
+    return mapping
+
+
+def open_source(
+    source: str, s3: S3Settings, image_column: str = "image", label_column: str = "label", label_map: str = ""
+) -> Source:
+    """Pick the reader for ``source``: s3:// URI, Parquet file/folder, or a class-folder tree."""
+    if source.startswith("s3://"):
+        return S3Source(source, s3)
+    path = Path(source)
+    if not path.exists():
+        raise DataSourceError(f"source {source!r} does not exist; give a folder, a .parquet file or s3://bucket/prefix")
+    is_parquet = path.suffix == ".parquet" or (
+        path.is_dir() and any(path.glob("**/*.parquet")) and not any(_classify((p.name, "x")) for p in path.iterdir())
+    )
+    if is_parquet:
+        return ParquetSource(path, image_column, label_column, parse_label_map(label_map))
+    return FolderSource(path)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A file in the content-addressed store, with the header facts read when it was first ingested."""
+
+    sha256: str
+    name: str
+    format: str
+    width: int
+    height: int
+
+
+class _ObjectCache:
+    """Content-addressed store of ingested files plus an index from unchanged-source keys to stored files."""
+
+    def __init__(self, root: Path) -> None:
+        self.objects = root / "objects"
+        self.index_path = root / "index.json"
+        self.index: dict[str, dict[str, object]] = (
+            json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        )
+
+    def path(self, stored: _Stored) -> Path:
+        return self.objects / stored.sha256[:2] / stored.name
+
+    def lookup(self, key: str | None) -> _Stored | None:
+        """A source file seen before, unchanged, and still present in the store."""
+        if key is None or key not in self.index:
+            return None
+        stored = _Stored(**self.index[key])  # type: ignore[arg-type]
+        return stored if self.path(stored).exists() else None
+
+    def put(self, key: str | None, data: bytes) -> _Stored:
+        sha = hashlib.sha256(data).hexdigest()
+        header = probe_header(data)
+        suffix = _EXTENSIONS.get(header.format, "bin") if header else "bin"
+        stored = _Stored(
+            sha,
+            f"{sha}.{suffix}",
+            header.format if header else "",
+            *(header.width, header.height) if header else (0, 0),
+        )
+        target = self.path(stored)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+        if key is not None:
+            self.index[key] = asdict(stored)
+        return stored
+
+    def link(self, stored: _Stored, dest: Path) -> None:
+        """Hard-link a stored file into a dataset folder (a copy across filesystems)."""
+        if dest.exists():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.path(stored), dest)
+        except OSError:
+            shutil.copyfile(self.path(stored), dest)
+
+    def save(self) -> None:
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.index))
+        tmp.replace(self.index_path)
+
+
+def _resolve_splits(rows: pd.DataFrame, splits: SplitSettings) -> pd.Series:
+    """Final split per row: fixed by the source or from the hash, then duplicates pulled into one split."""
+    has_fixed_val = bool((rows["fixed_split"] == "val").any())
+
+    def one(sha: str, fixed: str | None) -> str:
+        if fixed is None:
+            return split_for_hash(sha, splits)
+        if fixed == "train" and not has_fixed_val:
+            return train_or_val_for_hash(sha, splits)
+        return fixed
+
+    split = pd.Series([one(s, f) for s, f in zip(rows["sha256"], rows["fixed_split"], strict=True)], index=rows.index)
+    # An image present in several splits goes to the earliest of train < val < test, keeping evaluation clean.
+    order = split.map(SPLITS.index)
+    return order.groupby(rows["sha256"]).transform("min").map(lambda i: SPLITS[i])
+
+
+def ingest_dataset(
+    source: str,
+    out_dir: Path,
+    cache_dir: Path,
+    splits: SplitSettings,
+    s3: S3Settings,
+    image_column: str = "image",
+    label_column: str = "label",
+    label_map: str = "",
+) -> IngestResult:
+    """Ingest ``source`` into ``out_dir`` (images + manifest.parquet + dataset.json).
+
+    Raises:
+        DataSourceError: the source is missing, has no files in the expected layout, or bad Parquet columns.
+    """
+    started = time.perf_counter()
+    reader = open_source(source, s3, image_column, label_column, label_map)
+    items = reader.files()
+    if not items:
+        raise DataSourceError(f"no labelled images found in {source}; {_LAYOUT_HELP}")
+    cache = _ObjectCache(cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, bytes_read = [], 0
+    for item in tqdm(items, desc="ingest", unit="img", disable=not sys.stderr.isatty()):
+        stored = cache.lookup(item.cache_key)
+        if stored is None:
+            data = reader.read(item)
+            bytes_read += len(data)
+            stored = cache.put(item.cache_key, data)
+        rel = f"images/{stored.sha256[:2]}/{stored.name}"
+        cache.link(stored, out_dir / rel)
+        rows.append(
+            {
+                "sha256": stored.sha256,
+                "label": item.label,
+                "fixed_split": item.split,
+                "path": rel,
+                "source": item.source,
+                "format": stored.format,
+                "width": stored.width,
+                "height": stored.height,
+                "bytes": cache.path(stored).stat().st_size,
+            }
+        )
+    cache.save()
+    frame = pd.DataFrame(rows)
+    frame["split"] = _resolve_splits(frame, splits)
+    before = len(frame)
+    frame = frame.drop_duplicates(subset=["sha256", "label"], keep="first")
+    summary = write_dataset(frame, out_dir)
+    result = IngestResult(out_dir, summary, len(items), before - len(frame), bytes_read)
+    log.info(
+        "ingest_done",
+        source=source,
+        dataset_version=summary.dataset_version,
+        images=summary.num_images,
+        files_seen=result.files_seen,
+        duplicates_dropped=result.duplicates_dropped,
+        bytes_read=bytes_read,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return result
+
+
+@stage
+def ingest(
+    source: str,
+    dataset: Output[Dataset],
+    image_column: str = "image",
+    label_column: str = "label",
+    label_map: str = "",
+) -> str:
+    """Ingest a labelled image collection into a versioned dataset.
+
+    Args:
+        source: A class-folder tree, ``s3://bucket/prefix`` (endpoint and credentials from ``APD_S3__*``), or a
+            Parquet export of a Hugging Face image dataset.
+        dataset: Output folder with ``images/``, ``manifest.parquet`` and ``dataset.json``.
+        image_column: Parquet sources only: the column holding the image (struct with ``bytes``, or binary).
+        label_column: Parquet sources only: the column holding the label.
+        label_map: Parquet sources only: label values to labels, e.g. ``0=ai_generated,1=real``.
+
+    Returns:
+        The dataset version (hash of the manifest).
+    """
+    from pathlib import Path
+
+    from components.common.logging import configure_logging
+    from components.common.settings import Settings
+    from components.ingest import ingest_dataset
+
+    settings = Settings()
+    configure_logging(settings.logging)
+    result = ingest_dataset(
+        source,
+        Path(dataset.path),
+        settings.data_dir / "cache",
+        settings.splits,
+        settings.s3,
+        image_column,
+        label_column,
+        label_map,
+    )
+    dataset.metadata.update(result.summary.to_dict())
+    dataset.metadata["source"] = source
+    return result.summary.dataset_version
