@@ -63,17 +63,21 @@ def _pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.training import training_pipeline
 
     rules = settings.validation
-    task = run_local(
-        training_pipeline,
-        args.pipeline_root,
-        source=args.source,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        label_map=args.label_map,
-        max_class_ratio=rules.max_class_ratio,
-        warn_class_ratio=rules.warn_class_ratio,
-        min_images_per_split=rules.min_images_per_split,
-    )
+    try:
+        task = run_local(
+            training_pipeline,
+            args.pipeline_root,
+            source=args.source,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            label_map=args.label_map,
+            max_class_ratio=rules.max_class_ratio,
+            warn_class_ratio=rules.warn_class_ratio,
+            min_images_per_split=rules.min_images_per_split,
+        )
+    except RuntimeError as exc:  # kfp.local's report of a failed step; the step's own log above names the cause
+        print(f"pipeline failed: {exc}", file=sys.stderr)
+        return 1
     print(Path(task.output.path).read_text())
     print(f"outputs: {Path(task.output.path).parent.parent}")
     return 0

@@ -1,0 +1,68 @@
+"""Split assignment and dataset versioning."""
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from components.common.dataset import dataset_version, split_for_hash, train_or_val_for_hash
+from components.common.settings import SplitSettings
+
+SPLITS = SplitSettings()
+
+
+def _sha(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_split_is_a_function_of_the_hash() -> None:
+    assert [split_for_hash(_sha(i), SPLITS) for i in range(200)] == [
+        split_for_hash(_sha(i), SPLITS) for i in range(200)
+    ]
+
+
+def test_split_fractions_follow_the_settings() -> None:
+    shares = pd.Series([split_for_hash(_sha(i), SPLITS) for i in range(20_000)]).value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.70, abs=0.015)
+    assert shares["val"] == pytest.approx(0.15, abs=0.015)
+    assert shares["test"] == pytest.approx(0.15, abs=0.015)
+
+
+def test_validation_carved_from_a_fixed_train_split_has_the_right_share() -> None:
+    shares = pd.Series([train_or_val_for_hash(_sha(i), SPLITS) for i in range(20_000)]).value_counts(normalize=True)
+    assert shares["val"] == pytest.approx(0.15 / 0.85, abs=0.015)
+
+
+def _manifest() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sha256": [_sha(1), _sha(2)],
+            "label": ["real", "ai_generated"],
+            "split": ["train", "test"],
+            "path": ["images/a.png", "images/b.png"],
+            "source": ["/x/real/a.png", "/x/ai_generated/b.png"],
+            "format": ["PNG", "PNG"],
+            "width": [48, 48],
+            "height": [48, 48],
+            "bytes": [100, 200],
+        }
+    )
+
+
+def test_version_ignores_row_order_and_where_files_came_from() -> None:
+    manifest = _manifest()
+    moved = manifest.assign(source=["s3://b/real/a.png", "s3://b/ai_generated/b.png"])
+    assert dataset_version(manifest) == dataset_version(manifest.iloc[::-1]) == dataset_version(moved)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("label", ["ai_generated", "ai_generated"]),  # a relabelled image is a new dataset
+        ("split", ["val", "test"]),  # so is a moved one
+        ("sha256", [_sha(3), _sha(2)]),  # and changed content
+    ],
+)
+def test_version_changes_with_content_labels_and_splits(column: str, value: list[str]) -> None:
+    manifest = _manifest()
+    assert dataset_version(manifest) != dataset_version(manifest.assign(**{column: value}))
