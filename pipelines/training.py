@@ -1,45 +1,134 @@
-"""The training pipeline: ingest -> validate (train, evaluate and register follow).
+"""The training pipeline: ingest -> validate -> train -> evaluate -> register.
 
-The same definition runs under KFP's local runner (``apd pipeline run --local``) and on Kubeflow Pipelines.
+The same definition runs under KFP's local runner (``apd pipeline run --local``) and on Kubeflow Pipelines
+(``apd pipeline compile`` writes the YAML the Kubeflow UI uploads; ``apd pipeline submit`` sends it to a host).
+Resources of the train step are compile-time task settings (KFP does not take them as run parameters).
 """
+
+from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import Markdown
 
+from components.evaluate import evaluate
 from components.ingest import ingest
+from components.register import register
+from components.train import train
 from components.validate import validate
 
 PIPELINE_NAME = "apd-training"
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Ingest and validate labelled product photos.")
-def training_pipeline(
-    source: str,
-    image_column: str = "image",
-    label_column: str = "label",
-    label_map: str = "",
-    max_class_ratio: float = 1.5,
-    warn_class_ratio: float = 1.25,
-    min_images_per_split: int = 10,
-) -> Markdown:
-    """Ingest ``source`` into a versioned dataset and validate it; returns the validation summary.
+@dataclass(frozen=True)
+class TrainResources:
+    """What the train step asks the cluster for."""
 
-    Args:
-        source: Class-folder tree, ``s3://bucket/prefix`` or Parquet export (see the ingest component).
-        image_column: Parquet sources: the image column.
-        label_column: Parquet sources: the label column.
-        label_map: Parquet sources: label values to labels, e.g. ``0=ai_generated,1=real``.
-        max_class_ratio: Validation: largest majority/minority class ratio.
-        warn_class_ratio: Validation: class ratio that raises a warning.
-        min_images_per_split: Validation: fewest images per split.
-    """
-    ingested = ingest(source=source, image_column=image_column, label_column=label_column, label_map=label_map)
-    ingested.set_display_name("ingest")
-    validated = validate(
-        dataset=ingested.outputs["dataset"],
-        max_class_ratio=max_class_ratio,
-        warn_class_ratio=warn_class_ratio,
-        min_images_per_split=min_images_per_split,
+    gpus: int = 1  # NVIDIA GPUs (0: CPU only)
+    accelerator: str = "nvidia.com/gpu"  # Kubernetes resource name of the accelerator
+    cpu: str = "4"  # CPU request and limit
+    memory: str = "16G"  # memory request and limit
+
+
+def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl.graph_component.GraphComponent:
+    """The pipeline with the train step's resource requests set to ``resources``."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Ingest, validate, train, evaluate and register the AI-generated product photo detector.",
     )
-    validated.set_display_name("validate")
-    return validated.outputs["summary"]
+    def training_pipeline(
+        source: str,
+        image_column: str = "image",
+        label_column: str = "label",
+        label_map: str = "",
+        max_class_ratio: float = 1.5,
+        warn_class_ratio: float = 1.25,
+        min_images_per_split: int = 10,
+        epochs: int = 8,
+        batch_size: int = 16,
+        image_size: int = 224,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup_epochs: float = 1.0,
+        patience: int = 3,
+        freeze_backbone_epochs: int = 0,
+        max_train_images: int = 0,
+        backbone: str = "tf_efficientnet_lite0",
+        weights: str = "",
+        num_workers: int = 1,
+        seed: int = 42,
+        min_accuracy: float = 0.85,
+        min_f1: float = 0.80,
+    ) -> Markdown:
+        """Returns the evaluation report (metrics, gate, comparison with the champion).
+
+        Args:
+            source: Class-folder tree, ``s3://bucket/prefix`` or Parquet export (see the ingest component).
+            image_column: Parquet sources: the image column.
+            label_column: Parquet sources: the label column.
+            label_map: Parquet sources: label values to labels, e.g. ``0=ai_generated,1=real``.
+            max_class_ratio: Validation: largest majority/minority class ratio.
+            warn_class_ratio: Validation: class ratio that raises a warning.
+            min_images_per_split: Validation: fewest images per split.
+            epochs: Training: most epochs (early stopping may end sooner).
+            batch_size: Training: images per step.
+            image_size: Training: network input side.
+            lr: Training: peak AdamW learning rate.
+            weight_decay: Training: AdamW weight decay.
+            warmup_epochs: Training: warm-up length in epochs.
+            patience: Training: early-stopping patience in epochs.
+            freeze_backbone_epochs: Training: epochs that train only the head.
+            max_train_images: Training: stratified subset size (0: all).
+            backbone: Training: timm backbone.
+            weights: Training: optional backbone weights file.
+            num_workers: Training: DataLoader workers.
+            seed: Training: seed.
+            min_accuracy: Quality gate: lowest test accuracy.
+            min_f1: Quality gate: lowest test F1.
+        """
+        ingested = ingest(source=source, image_column=image_column, label_column=label_column, label_map=label_map)
+        validated = validate(
+            dataset=ingested.outputs["dataset"],
+            max_class_ratio=max_class_ratio,
+            warn_class_ratio=warn_class_ratio,
+            min_images_per_split=min_images_per_split,
+        )
+        trained = train(
+            dataset=ingested.outputs["dataset"],
+            epochs=epochs,
+            batch_size=batch_size,
+            image_size=image_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            patience=patience,
+            freeze_backbone_epochs=freeze_backbone_epochs,
+            max_train_images=max_train_images,
+            backbone=backbone,
+            weights=weights,
+            num_workers=num_workers,
+            seed=seed,
+        ).after(validated)
+        trained.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
+        trained.set_memory_request(resources.memory).set_memory_limit(resources.memory)
+        if resources.gpus:
+            trained.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.gpus)
+        evaluated = evaluate(
+            dataset=ingested.outputs["dataset"],
+            model=trained.outputs["model"],
+            run_id=trained.outputs["Output"],
+            min_accuracy=min_accuracy,
+            min_f1=min_f1,
+        )
+        register(
+            dataset=ingested.outputs["dataset"],
+            model=trained.outputs["model"],
+            evaluation=evaluated.outputs["evaluation"],
+            run_id=trained.outputs["Output"],
+        )
+        return evaluated.outputs["report"]
+
+    return training_pipeline
+
+
+training_pipeline = build_training_pipeline()

@@ -24,3 +24,7 @@ class DataSourceError(DetectorError):
 
 class DataValidationError(DetectorError):
     """A dataset that failed validation; the message lists each failed rule and the files it names."""
+
+
+class QualityGateError(DetectorError):
+    """A trained model below a quality bar; the message names each metric, its value and the bar."""

@@ -53,6 +53,28 @@ class ValidationRules(BaseModel):
     min_images_per_split: int = Field(default=10, ge=1, description="Fewest images each split must hold.")
 
 
+class MlflowSettings(BaseModel):
+    """Experiment tracking and the model registry."""
+
+    tracking_uri: str = Field(
+        default="sqlite:///data/mlflow/mlflow.db",
+        description="MLflow tracking URI: SQLite file locally, http://mlflow:5000 on a cluster.",
+    )
+    artifact_root: str = Field(
+        default="data/mlflow/artifacts",
+        description="Artifact location of new experiments: a local folder, or s3://bucket/path on MinIO.",
+    )
+    experiment: str = Field(default="apd-training", description="Experiment that training runs are logged to.")
+    model_name: str = Field(default="apd-detector", description="Registered model name in the Model Registry.")
+
+
+class QualityGate(BaseModel):
+    """The bars a model must pass on the test split before it is registered."""
+
+    min_accuracy: float = Field(default=0.85, ge=0, le=1, description="Lowest accepted test accuracy.")
+    min_f1: float = Field(default=0.80, ge=0, le=1, description="Lowest accepted test F1 (ai_generated positive).")
+
+
 class S3Settings(BaseModel):
     """Connection to an S3-compatible object store (MinIO on a cluster). Credentials only from the environment."""
 
@@ -78,9 +100,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APD_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="Where datasets and the ingest cache live locally.")
+    git_commit: str = Field(
+        default="", description="Commit of the code, set in images at build time; locally read from git when empty."
+    )
     seed: int = Field(default=42, description="Seed for everything random (augmentation, shuffling, demo crops).")
     images: ImageLimits = Field(default_factory=ImageLimits, description="Image format and size limits.")
     splits: SplitSettings = Field(default_factory=SplitSettings, description="Train/val/test fractions.")
     validation: ValidationRules = Field(default_factory=ValidationRules, description="Dataset validation rules.")
     s3: S3Settings = Field(default_factory=S3Settings, description="S3 / MinIO connection.")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
+    gate: QualityGate = Field(default_factory=QualityGate, description="Quality gate of the evaluate stage.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

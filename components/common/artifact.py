@@ -1,0 +1,90 @@
+"""The model artifact: one folder per registered version, loaded the same way from the registry and from disk.
+
+Layout::
+
+    model.pt            weights + model config + preprocessing (+ training config)
+    config.json         everything serving needs besides weights: threshold, confidence bands, labels, versions
+    metrics.json        test metrics at registration
+    reference.parquet   per-image features and predictions of the validation split (the drift reference)
+
+``models:/<name>@<alias>``, ``models:/<name>/<version>`` and ``runs:/`` URIs are downloaded through MLflow; a
+plain path (what KServe's storage initializer leaves in ``/mnt/models``) is read in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common.model import Detector, ModelConfig, load_checkpoint
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+REFERENCE_FILE = "reference.parquet"
+LABELS = ("real", "ai_generated")  # index = model output class (probability is of LABELS[1])
+
+
+@dataclass(frozen=True)
+class ArtifactConfig:
+    """What serving needs to turn a probability into an answer, and where the model came from."""
+
+    model: ModelConfig
+    threshold: float  # probability at or above which the label is ai_generated (chosen on validation)
+    dataset_version: str
+    # Confidence from the distance to the threshold, relative to the room on that side: >= high -> "high",
+    # >= medium -> "medium", else "low".
+    confidence_bands: dict[str, float] = field(default_factory=lambda: {"medium": 0.4, "high": 0.8})
+    labels: tuple[str, str] = LABELS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "threshold": self.threshold,
+            "dataset_version": self.dataset_version,
+            "confidence_bands": self.confidence_bands,
+            "labels": list(self.labels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactConfig:
+        missing = {"model", "threshold", "dataset_version", "confidence_bands", "labels"} - data.keys()
+        if missing:
+            raise ValueError(f"model artifact config is missing {sorted(missing)}")
+        return cls(
+            model=ModelConfig.from_dict(data["model"]),
+            threshold=float(data["threshold"]),
+            dataset_version=str(data["dataset_version"]),
+            confidence_bands={k: float(v) for k, v in data["confidence_bands"].items()},
+            labels=(data["labels"][0], data["labels"][1]),
+        )
+
+
+def write_artifact(folder: Path, checkpoint: Path, config: ArtifactConfig, metrics: dict[str, float]) -> None:
+    """Assemble an artifact folder (the reference statistics are added by the caller as REFERENCE_FILE)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def fetch_artifact(uri: str, dst: Path) -> Path:
+    """A local folder holding the artifact at ``uri`` (registry and run URIs are downloaded into ``dst``)."""
+    if uri.startswith(("models:/", "runs:/", "s3://", "file://")):
+        import mlflow
+
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return Path(uri)
+
+
+def load_artifact(folder: Path) -> tuple[Detector, ArtifactConfig]:
+    """The model (eval mode) and its config, both from the folder: no project-side defaults."""
+    config = ArtifactConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    model, _ = load_checkpoint(folder / WEIGHTS_FILE)
+    if model.config != config.model:
+        raise ValueError(f"{folder}: {WEIGHTS_FILE} and {CONFIG_FILE} disagree on the model config")
+    return model, config
