@@ -3,8 +3,11 @@
     apd data demo                      build (or reuse) the offline demo dataset under data/demo
     apd ingest SOURCE --out DIR        ingest a labelled image collection into a versioned dataset
     apd validate DIR                   validate an ingested dataset (exit 1 when it fails)
-    apd pipeline run --local --source SOURCE
+    apd pipeline run --local --source SOURCE [-p epochs=3 ...]
                                        run the pipeline with KFP's local runner
+    apd pipeline compile               write pipelines/training.yaml for the Kubeflow UI
+    apd pipeline submit --host URL --source SOURCE [--schedule CRON]
+                                       start a run (or a recurring run) on Kubeflow Pipelines
 
 Configuration comes from ``APD_*`` environment variables (see ``components/common/settings.py``).
 """
@@ -12,6 +15,7 @@ Configuration comes from ``APD_*`` environment variables (see ``components/commo
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -58,28 +62,57 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.passed else 1
 
 
+def _pipeline_arguments(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Run arguments: the source, the validation rules and gate from settings, then every ``--param``."""
+    from pipelines.kubeflow import parse_params
+    from pipelines.training import training_pipeline
+
+    rules, gate = settings.validation, settings.gate
+    return {
+        "source": args.source,
+        "max_class_ratio": rules.max_class_ratio,
+        "warn_class_ratio": rules.warn_class_ratio,
+        "min_images_per_split": rules.min_images_per_split,
+        "min_accuracy": gate.min_accuracy,
+        "min_f1": gate.min_f1,
+        "seed": settings.seed,
+        **parse_params(training_pipeline, args.param),
+    }
+
+
 def _pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.local import run_local
     from pipelines.training import training_pipeline
 
-    rules = settings.validation
+    arguments = _pipeline_arguments(args, settings)
     try:
-        task = run_local(
-            training_pipeline,
-            args.pipeline_root,
-            source=args.source,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            label_map=args.label_map,
-            max_class_ratio=rules.max_class_ratio,
-            warn_class_ratio=rules.warn_class_ratio,
-            min_images_per_split=rules.min_images_per_split,
-        )
+        task = run_local(training_pipeline, args.pipeline_root, **arguments)
     except RuntimeError as exc:  # kfp.local's report of a failed step; the step's own log above names the cause
         print(f"pipeline failed: {exc}", file=sys.stderr)
         return 1
-    print(Path(task.output.path).read_text())
-    print(f"outputs: {Path(task.output.path).parent.parent}")
+    report = Path(task.output.path)
+    print(report.read_text())
+    print(f"step outputs: {report.parent.parent}")
+    print(f"MLflow UI:    {sys.executable} -m mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}")
+    return 0
+
+
+def _pipeline_compile(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.kubeflow import COMPILED_PIPELINE, compile_pipeline
+    from pipelines.training import TrainResources
+
+    resources = TrainResources(gpus=args.train_gpus, cpu=args.train_cpu, memory=args.train_memory)
+    print(f"wrote {compile_pipeline(args.out or COMPILED_PIPELINE, resources)}")
+    return 0
+
+
+def _pipeline_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.kubeflow import COMPILED_PIPELINE, submit
+
+    arguments = _pipeline_arguments(args, settings)
+    package = args.package or COMPILED_PIPELINE
+    run_id = submit(args.host, arguments, args.experiment, package, args.schedule, args.namespace)
+    print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted to {args.host}")
     return 0
 
 
@@ -111,12 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline = commands.add_parser("pipeline", help="the training pipeline")
     pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
-    run = pipeline_commands.add_parser("run", help="run the pipeline")
+    run = pipeline_commands.add_parser("run", help="run the pipeline with KFP's local runner")
     run.add_argument("--local", action="store_true", required=True, help="run with KFP's local runner")
-    run.add_argument("--source", required=True, help="dataset source (see apd ingest)")
     run.add_argument("--pipeline-root", type=Path, default=Path("local_outputs"), help="where outputs land")
-    _add_source_columns(run)
+    submit = pipeline_commands.add_parser("submit", help="submit a run (or a recurring run) to Kubeflow Pipelines")
+    submit.add_argument("--host", required=True, help="Kubeflow Pipelines API, e.g. http://localhost:8080")
+    submit.add_argument("--experiment", default="apd", help="experiment name (created when missing)")
+    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    submit.add_argument("--schedule", help="cron expression for a recurring retrain, e.g. '0 0 3 * * 1'")
+    submit.add_argument("--package", type=Path, help="compiled pipeline YAML (default: pipelines/training.yaml)")
+    for sub in (run, submit):
+        sub.add_argument("--source", required=True, help="dataset source (see apd ingest)")
+        sub.add_argument(
+            "-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter, repeatable"
+        )
     run.set_defaults(func=_pipeline_run)
+    submit.set_defaults(func=_pipeline_submit)
+    comp = pipeline_commands.add_parser("compile", help="write the pipeline YAML that the Kubeflow UI uploads")
+    comp.add_argument("--out", type=Path, help="output YAML (default: pipelines/training.yaml)")
+    comp.add_argument("--train-gpus", type=int, default=1, help="GPUs the train step requests (0: none)")
+    comp.add_argument("--train-cpu", default="4", help="CPU request/limit of the train step")
+    comp.add_argument("--train-memory", default="16G", help="memory request/limit of the train step")
+    comp.set_defaults(func=_pipeline_compile)
     return parser
 
 

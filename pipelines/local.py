@@ -25,7 +25,9 @@ def run_local(pipeline: Callable[..., Any], pipeline_root: Path, **arguments: An
         # The steps' base image is the project's own; here the project is installed in this venv instead.
         warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
         # Cluster resources (GPU, memory) of the train step mean nothing on one machine.
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*have no effect in the current local runner.*", category=UserWarning
+        )
         outputs = pipeline(**arguments)
     log.info("pipeline_done", pipeline=getattr(pipeline, "name", "?"), seconds=round(time.perf_counter() - started, 1))
     return outputs
