@@ -92,12 +92,8 @@ def split_rows(manifest: pd.DataFrame, split: str, limit: int = 0, seed: int = 0
     rows = manifest[manifest["split"] == split].sort_values("sha256").reset_index(drop=True)
     if limit and len(rows) > limit:
         share = limit / len(rows)
-        rows = (
-            rows.groupby("label", group_keys=False)
-            .apply(lambda g: g.sample(n=max(1, round(len(g) * share)), random_state=seed))
-            .sort_values("sha256")
-            .reset_index(drop=True)
-        )
+        parts = [g.sample(n=max(1, round(len(g) * share)), random_state=seed) for _, g in rows.groupby("label")]
+        rows = pd.concat(parts).sort_values("sha256").reset_index(drop=True)
     return rows
 
 

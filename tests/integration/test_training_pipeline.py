@@ -1,0 +1,110 @@
+"""The whole pipeline under kfp.local against a real MLflow (SQLite + local artifacts): registry, aliases, gate,
+determinism."""
+
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from components.common.artifact import CONFIG_FILE, REFERENCE_FILE, WEIGHTS_FILE, fetch_artifact, load_artifact
+from components.common.settings import Settings
+from components.common.tracking import setup_tracking
+from pipelines.local import run_local
+from pipelines.training import training_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# Tiny and fast: 1 epoch on 32 px inputs; bars low enough for what one epoch on 24 training images can learn.
+FAST = {"epochs": 1, "image_size": 32, "batch_size": 8, "num_workers": 0, "min_images_per_split": 4}
+
+
+def _smooth(rng: np.random.Generator, noisy: bool) -> bytes:
+    """'real': smooth colour fields; 'ai_generated': the same plus high-frequency noise. Learnable in one epoch."""
+    base = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((48, 48), Image.Resampling.BICUBIC)
+    pixels = np.asarray(base, dtype=np.int16)
+    if noisy:
+        pixels = pixels + rng.integers(-60, 61, pixels.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _learnable_tree(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, count in per_split.items():
+        for label in ("real", "ai_generated"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{i}.png").write_bytes(_smooth(rng, noisy=label == "ai_generated"))
+    return root
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Every step (a subprocess) uses this test's own MLflow database, artifact folder and ingest cache."""
+    monkeypatch.setenv("APD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("APD_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("APD_MLFLOW__ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("APD_MLFLOW__MODEL_NAME", "apd-test")
+    settings = Settings()
+    setup_tracking(settings.mlflow)
+    return settings
+
+
+def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path, env: Settings) -> None:
+    src = _learnable_tree(tmp_path / "src", {"train": 12, "val": 6, "test": 6})
+    report = run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=0.5, min_f1=0.5, **FAST)
+    assert "PASSED the quality gate" in Path(report.output.path).read_text()
+
+    client = mlflow.MlflowClient()
+    [version] = client.search_model_versions("name = 'apd-test'")
+    assert client.get_registered_model("apd-test").aliases == {"champion": 1, "challenger": 1}
+    dataset_version = json.loads(next((tmp_path / "runs").glob("*/ingest/dataset/dataset.json")).read_text())[
+        "dataset_version"
+    ]
+    assert version.tags["dataset_version"] == dataset_version
+    assert version.tags["param.epochs"] == "1"
+    assert version.tags["param.image_size"] == "32"
+    assert float(version.tags["metric.test_accuracy"]) >= 0.5
+    assert 0 < float(version.tags["threshold"]) < 1
+    assert len(version.tags["git_commit"]) >= 7
+    assert {"training_date", "metric.test_f1", "metric.test_roc_auc", "param.lr"} <= set(version.tags)
+
+    folder = fetch_artifact("models:/apd-test@champion", tmp_path / "download")
+    assert {WEIGHTS_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"} <= {p.name for p in folder.iterdir()}
+    model, config = load_artifact(folder)
+    assert config.model.preprocessing.image_size == 32
+    assert config.dataset_version == dataset_version
+    reference = pd.read_parquet(folder / REFERENCE_FILE)
+    assert len(reference) == 12  # the validation split
+    assert {"brightness", "sharpness", "probability", "label"} <= set(reference.columns)
+    run = client.get_run(version.run_id)
+    assert {"test_accuracy", "test_f1", "threshold", "val_loss", "train_loss"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
+    assert artifacts == {"plots/roc_curve.png", "plots/confusion_matrix.png"}
+
+    # A second, identical run: the candidate ties the champion, so only the challenger alias moves.
+    second = run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=0.5, min_f1=0.5, **FAST)
+    assert "champion v1" in Path(second.output.path).read_text()
+    assert client.get_registered_model("apd-test").aliases == {"champion": 1, "challenger": 2}
+    again = client.get_model_version("apd-test", "2")
+    metric_tags = {k: v for k, v in version.tags.items() if k.startswith("metric.")}
+    assert metric_tags == {k: v for k, v in again.tags.items() if k.startswith("metric.")}  # deterministic
+
+
+def test_a_model_below_the_gate_registers_nothing(
+    tmp_path: Path, env: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    src = _learnable_tree(tmp_path / "src", {"train": 8, "val": 4, "test": 4})
+    with pytest.raises(RuntimeError, match="Inner task failed: .*evaluate"):
+        run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=1.0, min_f1=1.0, **FAST)
+    logs = capfd.readouterr()
+    assert "QualityGateError: the model failed the quality gate: test accuracy" in logs.out + logs.err
+    assert "is below the bar 1.0000" in logs.out + logs.err
+    assert mlflow.MlflowClient().search_model_versions("name = 'apd-test'") == []

