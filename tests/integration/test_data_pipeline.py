@@ -50,7 +50,7 @@ def test_pipeline_stops_at_validate_with_the_reason(
     make_tree: MakeTree, tmp_path: Path, isolated_data_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     src = make_tree({"real": 40, "ai_generated": 4})  # 10:1, far over the class-ratio limit
-    with pytest.raises(RuntimeError, match="Inner task failed: .*validate"):
+    with pytest.raises(RuntimeError, match=r"Inner task failed: .*validate"):
         run_local(training_pipeline, tmp_path / "runs", source=str(src), min_images_per_split=1)
     logs = capfd.readouterr()
     assert "DataValidationError" in logs.out + logs.err
@@ -73,7 +73,7 @@ def s3_server() -> Iterator[S3Settings]:
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
-    yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")  # noqa: S106
+    yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
     server.stop()
 
 

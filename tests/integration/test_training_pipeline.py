@@ -79,6 +79,7 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     folder = fetch_artifact("models:/apd-test@champion", tmp_path / "download")
     assert {WEIGHTS_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"} <= {p.name for p in folder.iterdir()}
     model, config = load_artifact(folder)
+    assert not model.training
     assert config.model.preprocessing.image_size == 32
     assert config.dataset_version == dataset_version
     reference = pd.read_parquet(folder / REFERENCE_FILE)
@@ -102,7 +103,7 @@ def test_a_model_below_the_gate_registers_nothing(
     tmp_path: Path, env: Settings, capfd: pytest.CaptureFixture[str]
 ) -> None:
     src = _learnable_tree(tmp_path / "src", {"train": 8, "val": 4, "test": 4})
-    with pytest.raises(RuntimeError, match="Inner task failed: .*evaluate"):
+    with pytest.raises(RuntimeError, match=r"Inner task failed: .*evaluate"):
         run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=1.0, min_f1=1.0, **FAST)
     logs = capfd.readouterr()
     assert "QualityGateError: the model failed the quality gate: test accuracy" in logs.out + logs.err
