@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, settings))
     except DetectorError as exc:
-        log.error("failed", error=str(exc), error_type=type(exc).__name__)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

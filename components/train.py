@@ -171,13 +171,18 @@ def train_detector(
     val_rows = split_rows(manifest, "val")
     train_set = ManifestImages(dataset_dir, train_rows, train_transform(prep), limits, prep)
     val_set = ManifestImages(dataset_dir, val_rows, eval_transform(prep), limits, prep)
-    loader_args: dict[str, Any] = {"num_workers": cfg.num_workers, "worker_init_fn": seed_worker}
-    if cfg.num_workers:
-        loader_args["persistent_workers"] = True
     train_loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator, **loader_args
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+        persistent_workers=cfg.num_workers > 0,
     )
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, **loader_args)
+    # Validation decodes in this process: an idle persistent worker of its own measurably slowed training here.
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size)
     if len(train_loader) == 0:
         raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
 

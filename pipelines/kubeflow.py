@@ -8,6 +8,7 @@ import structlog
 from kfp import compiler
 from kfp.dsl.graph_component import GraphComponent
 
+from components.common.errors import InvalidParameterError
 from pipelines.training import PIPELINE_NAME, TrainResources, build_training_pipeline
 
 log = structlog.get_logger(__name__)
@@ -34,11 +35,13 @@ def parse_params(pipeline: GraphComponent, pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or name not in inputs:
-            raise ValueError(f"bad parameter {pair!r}: expected NAME=VALUE with NAME one of {sorted(inputs)}")
+            raise InvalidParameterError(
+                f"bad parameter {pair!r}: expected NAME=VALUE with NAME one of {sorted(inputs)}"
+            )
         try:
             arguments[name] = _COERCE[inputs[name].type](value)
         except ValueError as exc:
-            raise ValueError(f"parameter {name} needs a {inputs[name].type}, got {value!r}") from exc
+            raise InvalidParameterError(f"parameter {name} must be {inputs[name].type}, got {value!r}") from exc
     return arguments
 
 

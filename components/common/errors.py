@@ -28,3 +28,7 @@ class DataValidationError(DetectorError):
 
 class QualityGateError(DetectorError):
     """A trained model below a quality bar; the message names each metric, its value and the bar."""
+
+
+class InvalidParameterError(DetectorError, ValueError):
+    """A command-line or run parameter that names nothing known or has the wrong type."""
