@@ -17,13 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from components.common.errors import DetectorError
 from components.common.logging import configure_logging
 from components.common.settings import Settings
-
-log = structlog.get_logger("apd")
 
 
 def _data_demo(args: argparse.Namespace, settings: Settings) -> int:
