@@ -13,6 +13,7 @@ Configuration comes from ``APD_*`` environment variables (see ``components/commo
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,18 +78,25 @@ def _pipeline_arguments(args: argparse.Namespace, settings: Settings) -> dict[st
 
 
 def _pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.local import run_local
+    from pipelines.local import StageTimes, run_local
     from pipelines.training import training_pipeline
 
     arguments = _pipeline_arguments(args, settings)
+    times = StageTimes()
     try:
-        task = run_local(training_pipeline, args.pipeline_root, **arguments)
+        task = run_local(training_pipeline, args.pipeline_root, times, **arguments)
     except RuntimeError as exc:  # kfp.local's report of a failed step; the step's own log above names the cause
         print(f"pipeline failed: {exc}", file=sys.stderr)
         return 1
-    report = Path(task.output.path)
-    print(report.read_text())
-    print(f"step outputs: {report.parent.parent}")
+    run_dir = Path(task.output.path).parent.parent
+    registered = json.loads((run_dir / "register" / "registered").read_text())
+    print((run_dir / "validate" / "summary").read_text())
+    print(Path(task.output.path).read_text())
+    aliases = ", ".join(registered["aliases"])
+    print(f"registered {registered['model_name']} version {registered['version']} (aliases: {aliases})")
+    print("stage times: " + ", ".join(f"{name} {sec:.0f} s" for name, sec in times.seconds.items()), end="")
+    print(f" (total {sum(times.seconds.values()):.0f} s)")
+    print(f"step outputs: {run_dir}")
     print(f"MLflow UI:    {sys.executable} -m mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}")
     return 0
 
