@@ -1,16 +1,17 @@
 """Shared fixtures: real image files made by the tests (Pillow encoders), and tiny labelled datasets."""
 
 import io
+import socket
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from components.common.settings import Settings
+from components.common.settings import S3Settings, Settings
 
 
 def encode(fmt: str, size: tuple[int, int] = (64, 48), seed: int = 0, mode: str = "RGB", **save: object) -> bytes:
@@ -62,3 +63,21 @@ def make_tree(tmp_path: Path) -> MakeTree:
         return base
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def s3_server() -> Iterator[S3Settings]:
+    """A real S3-protocol server (moto) on a free loopback port; it accepts any credentials."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
+    server.stop()

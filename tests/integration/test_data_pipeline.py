@@ -1,15 +1,12 @@
 """ingest -> validate as KFP components under kfp.local, and ingest from a real S3 server (moto) on loopback."""
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from minio import Minio
-from moto.server import ThreadedMotoServer
 
 from components.common.dataset import read_manifest
 from components.common.settings import S3Settings, Settings
@@ -59,22 +56,6 @@ def test_pipeline_stops_at_validate_with_the_reason(
     )
     [report] = (tmp_path / "runs").glob("*/validate/report")
     assert json.loads(report.read_text())["passed"] is False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def s3_server() -> Iterator[S3Settings]:
-    """A real S3-protocol server (moto) on a free loopback port."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
-    server.stop()
 
 
 def _upload(s3: S3Settings, src: Path, bucket: str, prefix: str) -> None:

@@ -9,11 +9,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from minio import Minio
 from PIL import Image
 
 from components.common.artifact import CONFIG_FILE, REFERENCE_FILE, WEIGHTS_FILE, fetch_artifact, load_artifact
-from components.common.settings import Settings
+from components.common.settings import MlflowSettings, S3Settings, Settings
 from components.common.tracking import setup_tracking
+from components.ingest import ingest_dataset
+from components.train import TrainConfig, train_detector
 from pipelines.local import run_local
 from pipelines.training import training_pipeline
 
@@ -109,3 +112,31 @@ def test_a_model_below_the_gate_registers_nothing(
     assert "QualityGateError: the model failed the quality gate: test accuracy" in logs.out + logs.err
     assert "is below the bar 1.0000" in logs.out + logs.err
     assert mlflow.MlflowClient().search_model_versions("name = 'apd-test'") == []
+
+
+def test_mlflow_artifacts_on_an_s3_server(
+    tmp_path: Path, s3_server: S3Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracking on SQLite, artifacts in a bucket of a real S3 server: what a cluster does with MinIO."""
+    Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False).make_bucket("mlflow")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://{s3_server.endpoint}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(s3_server.access_key))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(s3_server.secret_key))
+    tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root="s3://mlflow/experiments")
+    experiment = setup_tracking(tracking)
+    src = _learnable_tree(tmp_path / "src", {"train": 8, "val": 4, "test": 4})
+    settings = Settings(data_dir=tmp_path / "data")
+    summary = ingest_dataset(str(src), tmp_path / "ds", tmp_path / "cache", settings.splits, settings.s3).summary
+    cfg = TrainConfig(epochs=1, image_size=32, batch_size=8, num_workers=0)
+    result = train_detector(
+        cfg, tmp_path / "ds", tmp_path / "out", settings.images, experiment, summary.dataset_version
+    )
+    keys = [
+        o.object_name
+        for o in Minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, secure=False).list_objects(
+            "mlflow", recursive=True
+        )
+    ]
+    assert f"experiments/{result.run_id}/artifacts/checkpoint/model.pt" in keys
+    fetched = fetch_artifact(f"runs:/{result.run_id}/checkpoint", tmp_path / "back")
+    assert (fetched / "model.pt").read_bytes() == result.checkpoint.read_bytes()
