@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from kfp import dsl
+from kfp.dsl import Markdown
 from minio import Minio
 
 from components.common.dataset import read_manifest
 from components.common.settings import S3Settings, Settings
-from components.ingest import ingest_dataset
+from components.ingest import ingest, ingest_dataset
+from components.validate import validate
 from pipelines.local import run_local
 from pipelines.training import training_pipeline
 from tests.conftest import MakeTree
@@ -25,11 +28,18 @@ def isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
-def test_pipeline_ingests_and_validates_under_kfp_local(
+@dsl.pipeline(name="apd-data")
+def data_pipeline(source: str) -> Markdown:
+    """The two data stages of the training pipeline, as the real components."""
+    ingested = ingest(source=source)
+    return validate(dataset=ingested.outputs["dataset"]).outputs["summary"]
+
+
+def test_ingest_and_validate_components_under_kfp_local(
     make_tree: MakeTree, tmp_path: Path, isolated_data_dir: Path
 ) -> None:
     src = make_tree({"train/real": 14, "train/fake": 14, "val/real": 6, "val/fake": 6, "test/real": 6, "test/fake": 6})
-    task = run_local(training_pipeline, tmp_path / "runs", source=str(src))
+    task = run_local(data_pipeline, tmp_path / "runs", source=str(src))
     summary = Path(task.output.path)
     run_dir = summary.parent.parent
     dataset_dir = run_dir / "ingest" / "dataset"
@@ -43,7 +53,7 @@ def test_pipeline_ingests_and_validates_under_kfp_local(
     assert (isolated_data_dir / "cache" / "index.json").exists()
 
 
-def test_pipeline_stops_at_validate_with_the_reason(
+def test_training_pipeline_stops_at_validate_with_the_reason(
     make_tree: MakeTree, tmp_path: Path, isolated_data_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     src = make_tree({"real": 40, "ai_generated": 4})  # 10:1, far over the class-ratio limit
