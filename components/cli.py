@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     demo = data.add_parser("demo", help="build the offline demo dataset (cached)")
     demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
-    demo.add_argument("--crops-per-photo", type=int, default=4, help="crops taken from each source photo")
+    demo.add_argument("--crops-per-photo", type=int, default=6, help="crops taken from each source photo")
     demo.set_defaults(func=_data_demo)
 
     ingest = commands.add_parser("ingest", help="ingest a labelled image collection")
