@@ -46,7 +46,8 @@ def test_layout_pairs_and_splits_by_photo(tiny: Path) -> None:
             assert a.size == b.size == (64, 64)
             assert a.format == b.format == "JPEG"
             assert a.tobytes() != b.tobytes()
-            assert not a.getexif() and not b.getexif()
+            assert not a.getexif()
+            assert not b.getexif()
     assert "| skimage-astronaut |" in (tiny / "SOURCES.md").read_text()
 
 
