@@ -66,7 +66,7 @@ _DEBIAN = {  # package -> photographs it ships (paths curated by looking at each
                      "Storm", "TwoWings", "Wood", "YellowFlower")
     ],
 }  # fmt: skip
-_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+_SKIMAGE = ("astronaut", "chelsea", "coffee", "rocket")
 _SKLEARN = ("china.jpg", "flower.jpg")
 
 
@@ -159,12 +159,13 @@ def _photo_split(photos: list[Photo]) -> dict[str, str]:
 
 
 def _crops(image: Image.Image, photo_id: str, seed: int, count: int, size: int) -> list[Image.Image]:
-    """``count`` pseudo-random square crops (35-90% of the shorter side), each resized to ``size``."""
+    """``count`` pseudo-random square crops (35-90% of the shorter side, at least ``size`` px), resized to ``size``."""
     rng = np.random.default_rng([seed, int(hashlib.sha256(photo_id.encode()).hexdigest()[:8], 16)])
     width, height = image.size
+    low = min(0.9, max(0.35, size / min(width, height)))  # never upscale a real crop when the photo allows
     out = []
     for _ in range(count):
-        side = int(min(width, height) * rng.uniform(0.35, 0.9))
+        side = int(min(width, height) * rng.uniform(low, 0.9))
         left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
         out.append(image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
     return out
