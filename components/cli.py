@@ -6,6 +6,8 @@
     apd pipeline run --local --source SOURCE [-p epochs=3 ...]
                                        run the pipeline with KFP's local runner
     apd pipeline compile               write pipelines/training.yaml for the Kubeflow UI
+    apd serve [--model_uri URI] [KServe ModelServer flags]
+                                       serve a registered model with KServe (v1/v2 REST, v2 gRPC)
     apd pipeline submit --host URL --source SOURCE [--schedule CRON]
                                        start a run (or a recurring run) on Kubeflow Pipelines
 
@@ -129,11 +131,12 @@ def _add_source_columns(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apd", description="AI Product-photo Detector.")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve a model with KServe's ModelServer (see apd serve --help)")
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     demo = data.add_parser("demo", help="build the offline demo dataset (cached)")
     demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
-    demo.add_argument("--crops-per-photo", type=int, default=6, help="crops taken from each source photo")
+    demo.add_argument("--crops-per-photo", type=int, default=12, help="crops taken from each source photo")
     demo.set_defaults(func=_data_demo)
 
     ingest = commands.add_parser("ingest", help="ingest a labelled image collection")
@@ -174,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # KServe's ModelServer flags: its own parser takes them
+        from serving.server import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.logging)

@@ -65,7 +65,7 @@ def make_tree(tmp_path: Path) -> MakeTree:
     return make
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -76,7 +76,7 @@ def s3_server() -> Iterator[S3Settings]:
     """A real S3-protocol server (moto) on a free loopback port; it accepts any credentials."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")

@@ -195,7 +195,7 @@ def build_demo_dataset(
     out_dir: Path,
     *,
     seed: int = 42,
-    crops_per_photo: int = 6,
+    crops_per_photo: int = 12,
     crop_size: int = 256,
     jpeg_quality: int = 92,
     max_photos: int | None = None,

@@ -32,3 +32,7 @@ class QualityGateError(DetectorError):
 
 class InvalidParameterError(DetectorError, ValueError):
     """A command-line or run parameter that names nothing known or has the wrong type."""
+
+
+class InvalidRequestError(DetectorError):
+    """An inference request of the wrong shape: malformed body, bad base64, wrong datatype, empty or oversized batch."""

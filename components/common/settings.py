@@ -85,6 +85,20 @@ class S3Settings(BaseModel):
     region: str | None = Field(default=None, description="Bucket region, when the store needs one.")
 
 
+class ServingSettings(BaseModel):
+    """The KServe model server."""
+
+    model_name: str = Field(default="apd-detector", description="Name the model is served under (URL path).")
+    model_uri: str = Field(
+        default="models:/apd-detector@champion",
+        description="Model to serve: models:/<name>@<alias>, models:/<name>/<version>, or a folder (/mnt/models).",
+    )
+    max_batch: int = Field(default=32, ge=1, description="Most images accepted in one request.")
+    download_dir: Path = Field(
+        default=Path("data/serving"), description="Where registry models are downloaded before loading."
+    )
+
+
 class LoggingSettings(BaseModel):
     """Structured logging."""
 
@@ -110,4 +124,5 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings, description="S3 / MinIO connection.")
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
     gate: QualityGate = Field(default_factory=QualityGate, description="Quality gate of the evaluate stage.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="Model server.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

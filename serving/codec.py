@@ -1,0 +1,109 @@
+"""Protocol codec: KServe v1 / v2 (Open Inference Protocol) requests <-> image bytes and detection results.
+
+Pure functions, no model inside. Every malformed request raises ``InvalidRequestError`` with a message that
+says what was wrong and what is accepted; the model server turns it into HTTP 400 / gRPC INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from components.common.errors import InvalidRequestError
+
+V1_FORMAT = '{"instances": [{"image": {"b64": "<base64 JPEG, PNG or WebP>"}}, ...]}'
+V2_INPUT = "image"  # one BYTES input, shape [N] or [N, 1]: base64 strings over REST JSON, raw bytes over gRPC
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The answer for one image."""
+
+    probability: float  # probability that the image is AI-generated
+    label: str  # ai_generated | real
+    confidence: str  # low | medium | high
+    model_version: str
+    inference_time_ms: float
+
+
+def _check_batch(count: int, max_batch: int) -> None:
+    if count == 0:
+        raise InvalidRequestError("the batch is empty; send at least one image")
+    if count > max_batch:
+        raise InvalidRequestError(f"the batch holds {count} images; at most {max_batch} per request are accepted")
+
+
+def _b64decode(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError(f"{where}: invalid base64 ({exc})") from exc
+
+
+def images_from_v1(body: object, max_batch: int) -> list[bytes]:
+    """``{"instances": [{"image": {"b64": ...}}]}`` (``image_bytes`` is accepted as TF-Serving names it)."""
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise InvalidRequestError(f"expected a JSON object like {V1_FORMAT}")
+    instances = body["instances"]
+    _check_batch(len(instances), max_batch)
+    images = []
+    for index, instance in enumerate(instances):
+        field = instance.get("image", instance.get("image_bytes")) if isinstance(instance, dict) else None
+        if not isinstance(field, dict) or "b64" not in field:
+            raise InvalidRequestError(f'instances[{index}]: expected {{"image": {{"b64": ...}}}}; see {V1_FORMAT}')
+        images.append(_b64decode(field["b64"], f"instances[{index}].image.b64"))
+    return images
+
+
+def images_from_v2(request: InferRequest, max_batch: int) -> list[bytes]:
+    """The images of a v2 request: one BYTES input of shape [N] or [N, 1]."""
+    if len(request.inputs) != 1:
+        names = [i.name for i in request.inputs]
+        raise InvalidRequestError(f"expected one input named {V2_INPUT!r} (BYTES), got {len(names)}: {names}")
+    tensor = request.inputs[0]
+    if tensor.datatype != "BYTES":
+        raise InvalidRequestError(f"input {tensor.name!r} has datatype {tensor.datatype}; expected BYTES")
+    shape = list(tensor.shape)
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise InvalidRequestError(f"input {tensor.name!r} has shape {shape}; expected [N] or [N, 1]")
+    # gRPC BYTES arrive raw (in raw_input_contents or bytes_contents); REST JSON carries base64 strings.
+    values: list[Any] = list(tensor.as_numpy().reshape(-1)) if request.from_grpc else list(tensor.data or [])
+    if len(values) != shape[0]:
+        raise InvalidRequestError(f"input {tensor.name!r} declares {shape[0]} elements but carries {len(values)}")
+    _check_batch(len(values), max_batch)
+    if request.from_grpc:
+        return [bytes(v) for v in values]
+    return [_b64decode(v, f"{tensor.name}[{i}]") for i, v in enumerate(values)]
+
+
+def v1_response(detections: list[Detection]) -> dict[str, Any]:
+    return {"predictions": [asdict(d) for d in detections]}
+
+
+def v2_response(request: InferRequest, detections: list[Detection], model_name: str, version: str) -> InferResponse:
+    """Outputs ``probability`` (FP32, [N]) and ``label`` (BYTES, [N]); confidence travels as a BYTES output too."""
+    count = len(detections)
+    probability = InferOutput("probability", [count], "FP32")
+    probabilities = np.array([d.probability for d in detections], dtype=np.float32)
+    probability.set_data_from_numpy(probabilities, binary_data=request.from_grpc)  # gRPC: raw contents
+    outputs = [probability]
+    for name in ("label", "confidence"):
+        out = InferOutput(name, [count], "BYTES")
+        values = np.array([getattr(d, name).encode() for d in detections], dtype=np.object_)
+        out.set_data_from_numpy(values, binary_data=request.from_grpc)
+        outputs.append(out)
+    return InferResponse(
+        response_id=request.id or str(uuid.uuid4()),  # KServe 0.21 fails on a response without an id
+        model_name=model_name,
+        model_version=version,
+        infer_outputs=outputs,
+        from_grpc=request.from_grpc,
+    )

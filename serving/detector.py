@@ -1,0 +1,161 @@
+"""The KServe model: loads a registered model artifact and answers v1 and v2 inference requests.
+
+Layers: ``serving.codec`` turns protocol payloads into image bytes and results back into payloads; ``score``
+works on domain types only; errors are domain errors translated to KServe's at this edge (bad input -> 400).
+Inference runs on the event loop's thread, the thread that warmed the model up: torch called from another
+thread than the one that first ran it is 2-3x slower here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from components.common.artifact import ArtifactConfig, fetch_artifact, load_artifact
+from components.common.errors import InvalidImageError, InvalidRequestError
+from components.common.images import decode_image
+from components.common.model import Detector
+from components.common.settings import ImageLimits, ServingSettings
+from components.common.transforms import eval_transform
+from serving import codec, metrics
+
+log = structlog.get_logger(__name__)
+
+
+def confidence_band(probability: float, config: ArtifactConfig) -> str:
+    """low / medium / high from the distance to the threshold, relative to the room on that side of it."""
+    threshold = config.threshold
+    room = (1 - threshold) if probability >= threshold else threshold
+    margin = abs(probability - threshold) / room if room > 0 else 1.0
+    if margin >= config.confidence_bands["high"]:
+        return "high"
+    if margin >= config.confidence_bands["medium"]:
+        return "medium"
+    return "low"
+
+
+class DetectorModel(Model):
+    """An AI-generated product photo detector behind KServe's v1 and v2 protocols."""
+
+    def __init__(self, settings: ServingSettings, limits: ImageLimits) -> None:
+        super().__init__(settings.model_name)
+        self.settings, self.limits = settings, limits
+        self.net: Detector | None = None
+        self.config: ArtifactConfig | None = None
+        self.version = "unknown"
+
+    def load(self) -> bool:
+        """Fetch and load the artifact, then warm up; on any failure stay not ready (503) and log the cause."""
+        started = time.perf_counter()
+        try:
+            folder = fetch_artifact(self.settings.model_uri, self.settings.download_dir / self.name)
+            self.net, self.config = load_artifact(folder)
+            self.version = self._version_of(folder)
+            self.transform = eval_transform(self.config.model.preprocessing)
+            self.score([_warmup_image(self.config.model.preprocessing.image_size)])
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.error(
+                "model_load_failed", model_uri=self.settings.model_uri, error=str(exc), error_type=type(exc).__name__
+            )
+            self.ready = False
+            return False
+        self.ready = True
+        log.info(
+            "model_loaded",
+            model_name=self.name,
+            model_uri=self.settings.model_uri,
+            model_version=self.version,
+            dataset_version=self.config.dataset_version,
+            threshold=round(self.config.threshold, 4),
+            load_seconds=round(time.perf_counter() - started, 2),
+        )
+        return True
+
+    def _version_of(self, folder: Path) -> str:
+        """Registry version for models:/ URIs (alias resolved), else the folder's dataset version."""
+        uri = self.settings.model_uri
+        if uri.startswith("models:/"):
+            import mlflow
+
+            name, _, ref = uri.removeprefix("models:/").partition("@")
+            client = mlflow.MlflowClient()
+            if ref:
+                return str(client.get_model_version_by_alias(name, ref).version)
+            return uri.rsplit("/", 1)[-1]
+        assert self.config is not None
+        return f"{folder.name}-{self.config.dataset_version}"
+
+    def score(self, images: list[bytes]) -> np.ndarray:
+        """Probabilities that each image is AI-generated. Raises InvalidImageError for an image it cannot take."""
+        assert self.net is not None
+        assert self.config is not None
+        prep = self.config.model.preprocessing
+        tensors = []
+        for data in images:
+            started = time.perf_counter()
+            metrics.IMAGE_BYTES.observe(len(data))
+            decoded = decode_image(data, self.limits, draft_size=prep.resize_size)
+            tensors.append(self.transform(decoded.image))
+            metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            probabilities = torch.sigmoid(self.net(torch.stack(tensors))).numpy()
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        return probabilities
+
+    def detect(self, images: list[bytes]) -> list[codec.Detection]:
+        assert self.config is not None
+        started = time.perf_counter()
+        probabilities = self.score(images)
+        elapsed_ms = (time.perf_counter() - started) * 1000 / len(images)
+        detections = []
+        for p in map(float, probabilities):
+            label = self.config.labels[1] if p >= self.config.threshold else self.config.labels[0]
+            metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
+            metrics.PROBABILITY.labels(model_version=self.version).observe(p)
+            detections.append(
+                codec.Detection(round(p, 6), label, confidence_band(p, self.config), self.version, round(elapsed_ms, 2))
+            )
+        return detections
+
+    async def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        request_id = (headers or {}).get("x-request-id") or getattr(payload, "id", None)
+        structlog.contextvars.bind_contextvars(request_id=request_id, model_version=self.version)
+        try:
+            if isinstance(payload, InferRequest):
+                detections = self.detect(codec.images_from_v2(payload, self.settings.max_batch))
+                return codec.v2_response(payload, detections, self.name, self.version)
+            return codec.v1_response(self.detect(codec.images_from_v1(payload, self.settings.max_batch)))
+        except InvalidImageError as exc:
+            metrics.INVALID_REQUESTS.labels(reason=exc.reason).inc()
+            log.info("invalid_image", reason=exc.reason, error=str(exc))
+            raise InvalidInput(str(exc)) from exc
+        except InvalidRequestError as exc:
+            metrics.INVALID_REQUESTS.labels(reason="bad_request").inc()
+            log.info("invalid_request", error=str(exc))
+            raise InvalidInput(str(exc)) from exc
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id", "model_version")
+
+
+def _warmup_image(size: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,272 @@
+"""The real KServe ModelServer (`apd serve`) on loopback, called with plain HTTP, tritonclient (HTTP and gRPC) and
+KServe's own REST client; a real (small, untrained) detector artifact, served from a folder and from the registry."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+
+from components.common.artifact import ArtifactConfig, write_artifact
+from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.settings import MlflowSettings
+from components.common.tracking import setup_tracking
+from components.common.transforms import Preprocessing
+from tests.conftest import encode, free_port, png_claiming
+
+pytestmark = pytest.mark.integration
+
+MODEL = "apd-detector"
+
+
+def _artifact(folder: Path) -> Path:
+    """A real detector (64 px, head untrained) packaged exactly as register packages one."""
+    model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64))).eval()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, folder.parent / "model.pt", {"train_config": {}, "dataset_version": "test"})
+    write_artifact(
+        folder, folder.parent / "model.pt", ArtifactConfig(model.config, 0.5, "test"), {"test_accuracy": 0.5}
+    )
+    return folder
+
+
+class Server:
+    """`apd serve` in a subprocess on free loopback ports."""
+
+    def __init__(self, tmp: Path, model_uri: str, env: dict[str, str] | None = None) -> None:
+        self.http, self.grpc = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http}"
+        self.log = (tmp / f"server-{self.http}.log").open("w")
+        command = [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_uri,
+                   "--http_port", str(self.http), "--grpc_port", str(self.grpc)]  # fmt: skip
+        full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/v2/health/live", timeout=2)
+                return
+            except (urllib.error.URLError, ConnectionError):
+                assert self.process.poll() is None, Path(self.log.name).read_text()
+                time.sleep(0.5)
+        raise TimeoutError(Path(self.log.name).read_text())
+
+    def call(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                text = response.read().decode()
+                return response.status, json.loads(text) if text.startswith(("{", "[")) else text
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode()
+            return exc.code, json.loads(text) if text.startswith("{") else text
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serving")
+    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")))
+    yield running
+    running.stop()
+
+
+def _v1(*images: bytes) -> dict[str, object]:
+    return {"instances": [{"image": {"b64": base64.b64encode(i).decode()}} for i in images]}
+
+
+def _v2(*images: bytes) -> dict[str, object]:
+    data = [base64.b64encode(i).decode() for i in images]
+    return {"inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}]}
+
+
+JPEG, PNG, WEBP = encode("JPEG", (300, 200)), encode("PNG", (120, 90)), encode("WEBP", (80, 80))
+
+
+def test_health_metadata_and_model_list(server: Server) -> None:
+    assert server.call("GET", "/v2/health/ready")[0] == 200
+    assert server.call("GET", f"/v2/models/{MODEL}/ready")[0] == 200
+    assert server.call("GET", "/v1/models")[1] == {"models": [MODEL]}
+    assert server.call("GET", f"/v1/models/{MODEL}")[1]["ready"] is True
+
+
+def test_v1_predicts_every_image_of_a_batch(server: Server) -> None:
+    status, body = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG, WEBP))
+    assert status == 200
+    predictions = body["predictions"]
+    assert len(predictions) == 3
+    for p in predictions:
+        assert 0 <= p["probability"] <= 1
+        assert p["label"] == ("ai_generated" if p["probability"] >= 0.5 else "real")
+        assert p["confidence"] in {"low", "medium", "high"}
+        assert p["model_version"]
+        assert p["inference_time_ms"] > 0
+
+
+def test_v2_rest_json_matches_v1(server: Server) -> None:
+    v1 = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
+    status, body = server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "r1", **_v2(JPEG, PNG)})
+    assert status == 200
+    assert body["id"] == "r1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["probability"]["datatype"] == "FP32"
+    assert outputs["probability"]["data"] == pytest.approx([p["probability"] for p in v1], abs=1e-5)
+    assert outputs["label"]["data"] == [p["label"] for p in v1]
+    # KServe 0.21 answers 500 to a request without an id unless the model sets one: ours does.
+    assert server.call("POST", f"/v2/models/{MODEL}/infer", _v2(PNG))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (_v1(b"not an image at all"), "not a recognised image"),  # not an image
+        (_v1(encode("JPEG", (300, 200))[:900]), "truncated or corrupt"),  # truncated JPEG
+        (_v1(b""), "empty (0 bytes)"),  # zero bytes
+        (_v1(encode("GIF")), "GIF images are not accepted"),  # wrong format
+        (_v1(encode("TIFF")), "TIFF images are not accepted"),  # wrong format
+        (_v1(b'<svg xmlns="http://www.w3.org/2000/svg"/>'), "not a recognised image"),  # SVG
+        (_v1(b"x" * (10 * 1024 * 1024 + 1)), "the limit is 10485760 bytes"),  # over the byte limit
+        (_v1(png_claiming(50000, 50000)), "too many pixels"),  # decompression bomb
+        ({"instances": [{"image": {"b64": "!!not base64!!"}}]}, "invalid base64"),  # invalid base64
+        ({"instances": []}, "the batch is empty"),  # empty batch
+        (_v1(*[PNG] * 33), "at most 32 per request"),  # batch over the limit
+        ({"images": []}, '{"instances": [{"image": {"b64"'),  # wrong body shape
+        ({"instances": ["abc"]}, "instances[0]: expected"),  # instance not an object
+    ],
+)
+def test_v1_bad_input_is_a_400_that_says_why(server: Server, body: object, says: str) -> None:
+    status, answer = server.call("POST", f"/v1/models/{MODEL}:predict", body)
+    assert status == 400, answer
+    assert says in answer["error"]
+    assert server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))[0] == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        ([{"name": "image", "shape": [1], "datatype": "FP32", "data": [1.0]}], "expected BYTES"),  # wrong datatype
+        ([{"name": "image", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}], "expected [N] or [N, 1]"),
+        ([{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["YQ=="]}], "declares 2 elements"),  # shape
+        ([], "expected one input"),  # no input
+    ],
+)
+def test_v2_bad_input_is_a_400_that_says_why(server: Server, inputs: list[object], says: str) -> None:
+    status, answer = server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "x", "inputs": inputs})
+    assert status == 400, answer
+    assert says in answer["error"]
+
+
+def test_malformed_json_and_unknown_model(server: Server) -> None:
+    assert server.call("POST", f"/v1/models/{MODEL}:predict", raw=b"{not json")[0] == 400
+    assert server.call("POST", "/v1/models/nope:predict", _v1(PNG))[0] == 404
+    assert server.call("POST", "/v2/models/nope/infer", _v2(PNG))[0] == 404
+
+
+def test_metrics_move_when_requests_are_served(server: Server) -> None:
+    def sample(name: str) -> float:
+        text = server.call("GET", "/metrics")[1]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before, invalid_before = sample("apd_predictions_total"), sample('apd_invalid_requests_total{reason="empty"}')
+    server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG, JPEG))
+    server.call("POST", f"/v1/models/{MODEL}:predict", _v1(b""))
+    assert sample("apd_predictions_total") == before + 2
+    assert sample('apd_invalid_requests_total{reason="empty"}') == invalid_before + 1
+    assert sample("apd_image_bytes_count") > 0
+    assert sample("apd_preprocess_seconds_count") > 0
+
+
+def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
+    """tritonclient.grpc cannot share a process with kserve (duplicate protobuf symbols): both run in a child."""
+    (tmp_path / "image.jpg").write_bytes(JPEG)
+    script = textwrap.dedent(
+        f"""
+        import json, numpy as np, tritonclient.http as http, tritonclient.grpc as grpc
+        import base64
+        raw = open({str(tmp_path / "image.jpg")!r}, "rb").read()
+        h = http.InferenceServerClient("127.0.0.1:{server.http}")
+        i = http.InferInput("image", [1], "BYTES")
+        i.set_data_from_numpy(np.array([base64.b64encode(raw)], dtype=np.object_), binary_data=False)
+        r = h.infer("{MODEL}", [i], request_id="t1", headers={{"Content-Type": "application/json"}},
+                    outputs=[http.InferRequestedOutput("probability", binary_data=False),
+                             http.InferRequestedOutput("label", binary_data=False)])
+        g = grpc.InferenceServerClient("127.0.0.1:{server.grpc}")
+        gi = grpc.InferInput("image", [1], "BYTES")
+        gi.set_data_from_numpy(np.array([raw], dtype=np.object_))
+        gr = g.infer("{MODEL}", [gi], request_id="t2")
+        print(json.dumps({{"http": float(r.as_numpy("probability")[0]), "grpc": float(gr.as_numpy("probability")[0]),
+                          "grpc_label": gr.as_numpy("label")[0].decode(), "ready": g.is_model_ready("{MODEL}")}}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ready"] is True
+    assert result["http"] == pytest.approx(result["grpc"], abs=1e-5)
+    assert result["grpc_label"] in {"real", "ai_generated"}
+
+
+def test_kserve_rest_client(server: Server) -> None:
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def infer() -> np.ndarray:
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        tensor = InferInput("image", [1], "BYTES", [base64.b64encode(PNG).decode()])
+        response = await client.infer(server.url, InferRequest(MODEL, [tensor], request_id="k1"), model_name=MODEL)
+        await client.close()
+        return response.outputs[0].as_numpy()
+
+    assert 0 <= float(asyncio.run(infer())[0]) <= 1
+
+
+def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
+    """models:/NAME@champion is resolved through MLflow; an unloadable model leaves the server up but not ready."""
+    tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "art"))
+    experiment = setup_tracking(tracking)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(_artifact(tmp_path / "pkg" / "detector")), "detector")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("apd-served")
+    version = client.create_model_version("apd-served", f"{run.info.artifact_uri}/detector", run.info.run_id)
+    client.set_registered_model_alias("apd-served", "champion", version.version)
+    env = {"APD_MLFLOW__TRACKING_URI": tracking.tracking_uri}
+    registry = Server(tmp_path, "models:/apd-served@champion", env)
+    try:
+        status, body = registry.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))
+        assert status == 200
+        assert body["predictions"][0]["model_version"] == "1"
+    finally:
+        registry.stop()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    bad = Server(tmp_path, str(broken))
+    try:
+        assert bad.call("GET", "/v2/health/live")[0] == 200  # the process is up (KServe's server ready is too)
+        assert bad.call("GET", f"/v2/models/{MODEL}/ready")[0] == 503  # the readiness probe to use
+        assert bad.call("GET", f"/v1/models/{MODEL}")[0] == 503
+        assert bad.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))[0] == 503
+        assert "model_load_failed" in Path(bad.log.name).read_text()
+    finally:
+        bad.stop()
