@@ -18,7 +18,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from components.common.errors import InvalidRequestError
 
 V1_FORMAT = '{"instances": [{"image": {"b64": "<base64 JPEG, PNG or WebP>"}}, ...]}'
-V2_INPUT = "image"  # one BYTES input, shape [N] or [N, 1]: base64 strings over REST JSON, raw bytes over gRPC
+V2_INPUT = "image"  # one BYTES input, shape [N] or [N, 1]: base64 strings in REST JSON, else raw bytes
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,13 @@ def images_from_v2(request: InferRequest, max_batch: int) -> list[bytes]:
     shape = list(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
         raise InvalidRequestError(f"input {tensor.name!r} has shape {shape}; expected [N] or [N, 1]")
-    # gRPC BYTES arrive raw (in raw_input_contents or bytes_contents); REST JSON carries base64 strings.
+    # Raw bytes over gRPC (raw_input_contents or bytes_contents) and the REST binary-data extension;
+    # base64 strings in REST JSON.
     values: list[Any] = list(tensor.as_numpy().reshape(-1)) if request.from_grpc else list(tensor.data or [])
     if len(values) != shape[0]:
         raise InvalidRequestError(f"input {tensor.name!r} declares {shape[0]} elements but carries {len(values)}")
     _check_batch(len(values), max_batch)
-    if request.from_grpc:
-        return [bytes(v) for v in values]
-    return [_b64decode(v, f"{tensor.name}[{i}]") for i, v in enumerate(values)]
+    return [bytes(v) if isinstance(v, bytes) else _b64decode(v, f"{tensor.name}[{i}]") for i, v in enumerate(values)]
 
 
 def v1_response(detections: list[Detection]) -> dict[str, Any]:

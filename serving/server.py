@@ -15,6 +15,7 @@ from kserve import model_server
 from components.common.logging import configure_logging
 from components.common.settings import Settings
 from components.common.tracking import setup_tracking
+from serving.dataplane import BinaryBytesDataPlane
 from serving.detector import DetectorModel
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers, enable_grpc=args.enable_grpc
     )
+    server.dataplane = BinaryBytesDataPlane(model_registry=server.registered_models)
     if model.ready:
         server.start([model])
     else:  # serve health endpoints that say "not ready" rather than exit: the cause is in the log above

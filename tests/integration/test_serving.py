@@ -174,6 +174,36 @@ def test_v2_bad_input_is_a_400_that_says_why(server: Server, inputs: list[object
     assert says in answer["error"]
 
 
+@pytest.mark.parametrize(
+    ("header", "length", "says"),
+    [
+        (b"{not json", 9, "JSON header of the binary request is malformed"),  # broken header
+        (
+            b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",'
+            b' "parameters": {"binary_data_size": 999}}]}',
+            None,
+            "does not fit",
+        ),  # size past the body's end
+        (b'{"inputs": [{"name": "image"}]}', None, "needs name, shape and datatype"),  # incomplete input
+        (b"{}", 9999, "the body has"),  # header length past the body
+    ],
+)
+def test_binary_extension_bad_requests_are_400(server: Server, header: bytes, length: int | None, says: str) -> None:
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/{MODEL}/infer",
+        data=header + b"\x00\x01raw",
+        method="POST",
+        headers={
+            "Inference-Header-Content-Length": str(length or len(header)),
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    assert says in json.loads(caught.value.read())["error"]
+
+
 def test_malformed_json_and_unknown_model(server: Server) -> None:
     assert server.call("POST", f"/v1/models/{MODEL}:predict", raw=b"{not json")[0] == 400
     assert server.call("POST", "/v1/models/nope:predict", _v1(PNG))[0] == 404
@@ -208,11 +238,16 @@ def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
         r = h.infer("{MODEL}", [i], request_id="t1", headers={{"Content-Type": "application/json"}},
                     outputs=[http.InferRequestedOutput("probability", binary_data=False),
                              http.InferRequestedOutput("label", binary_data=False)])
+        b = http.InferInput("image", [1], "BYTES")
+        b.set_data_from_numpy(np.array([raw], dtype=np.object_), binary_data=True)  # the binary-data extension
+        plain = [http.InferRequestedOutput("probability", binary_data=False)]
+        rb = h.infer("{MODEL}", [b], request_id="t3", outputs=plain)
         g = grpc.InferenceServerClient("127.0.0.1:{server.grpc}")
         gi = grpc.InferInput("image", [1], "BYTES")
         gi.set_data_from_numpy(np.array([raw], dtype=np.object_))
         gr = g.infer("{MODEL}", [gi], request_id="t2")
         print(json.dumps({{"http": float(r.as_numpy("probability")[0]), "grpc": float(gr.as_numpy("probability")[0]),
+                          "binary": float(rb.as_numpy("probability")[0]),
                           "grpc_label": gr.as_numpy("label")[0].decode(), "ready": g.is_model_ready("{MODEL}")}}))
         """
     )
@@ -221,6 +256,7 @@ def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["ready"] is True
     assert result["http"] == pytest.approx(result["grpc"], abs=1e-5)
+    assert result["binary"] == pytest.approx(result["http"], abs=1e-5)  # raw bytes, no 500 from KServe
     assert result["grpc_label"] in {"real", "ai_generated"}
 
 
