@@ -16,7 +16,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Nothing may reach a model hub at run time; fail fast instead of retrying.
 export HF_HUB_OFFLINE := 1
 # Training knobs of the demo run (pipeline parameters, see `apd pipeline run --help`).
-DEMO_PARAMS ?= -p epochs=6 -p image_size=224
+DEMO_PARAMS ?= -p epochs=8 -p patience=4
 
 .PHONY: help install system-deps demo test test-unit lint format bench clean
 
