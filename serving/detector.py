@@ -8,6 +8,7 @@ thread than the one that first ran it is 2-3x slower here.
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from components.common.images import decode_image
 from components.common.model import Detector
 from components.common.settings import ImageLimits, ServingSettings
 from components.common.transforms import eval_transform
-from serving import codec, metrics
+from serving import codec, explain, metrics
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +150,28 @@ class DetectorModel(Model):
             raise InvalidInput(str(exc)) from exc
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "model_version")
+
+    async def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """v1 ``:explain``: per image, the probability and a Grad-CAM heatmap PNG (base64) of the image's size."""
+        assert self.net is not None
+        assert self.config is not None
+        try:
+            images = codec.images_from_v1(payload, self.settings.max_batch)
+            explanations = []
+            for data in images:
+                served = decode_image(data, self.limits, draft_size=self.config.model.preprocessing.resize_size)
+                probability, heat = explain.grad_cam(self.net, self.transform(served.image))  # as predict sees it
+                png = explain.heatmap_png(decode_image(data, self.limits).image, heat)  # over the full image
+                explanations.append(
+                    {"probability": round(probability, 6), "heatmap": {"b64": base64.b64encode(png).decode()}}
+                )
+        except InvalidImageError as exc:
+            metrics.INVALID_REQUESTS.labels(reason=exc.reason).inc()
+            raise InvalidInput(str(exc)) from exc
+        except InvalidRequestError as exc:
+            metrics.INVALID_REQUESTS.labels(reason="bad_request").inc()
+            raise InvalidInput(str(exc)) from exc
+        return {"explanations": explanations, "model_version": self.version}
 
 
 def _warmup_image(size: int) -> bytes:

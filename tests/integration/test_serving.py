@@ -306,3 +306,19 @@ def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
         assert "model_load_failed" in Path(bad.log.name).read_text()
     finally:
         bad.stop()
+
+
+def test_explain_returns_a_heatmap_png_of_the_image_size(server: Server) -> None:
+    import io
+
+    from PIL import Image
+
+    predicted = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG))[1]["predictions"][0]
+    status, body = server.call("POST", f"/v1/models/{MODEL}:explain", _v1(JPEG))
+    assert status == 200
+    [explanation] = body["explanations"]
+    assert explanation["probability"] == pytest.approx(predicted["probability"], abs=1e-4)
+    with Image.open(io.BytesIO(base64.b64decode(explanation["heatmap"]["b64"]))) as heatmap:
+        assert heatmap.format == "PNG"
+        assert heatmap.size == (300, 200)
+    assert server.call("POST", f"/v1/models/{MODEL}:explain", _v1(b"nope"))[0] == 400
