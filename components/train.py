@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import numpy as np
@@ -129,6 +129,28 @@ def _set_backbone_trainable(model: Detector, trainable: bool) -> None:
         param.requires_grad_(trainable)
 
 
+def make_train_loader(
+    cfg: TrainConfig,
+    dataset_dir: Path,
+    manifest: pd.DataFrame,
+    limits: ImageLimits,
+    prep: Preprocessing,
+    generator: torch.Generator,
+) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled, augmented, seeded batches of the train split (the subset when ``max_train_images`` is set)."""
+    rows = split_rows(manifest, "train", cfg.max_train_images, cfg.seed)
+    return DataLoader(
+        ManifestImages(dataset_dir, rows, train_transform(prep), limits, prep),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker,
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
 def train_one_epoch(
     model: Detector,
     loader: DataLoader[Any],
@@ -167,20 +189,9 @@ def train_detector(
     model_cfg = cfg.model_config()
     prep = model_cfg.preprocessing
     manifest = read_manifest(dataset_dir)
-    train_rows = split_rows(manifest, "train", cfg.max_train_images, cfg.seed)
-    val_rows = split_rows(manifest, "val")
-    train_set = ManifestImages(dataset_dir, train_rows, train_transform(prep), limits, prep)
-    val_set = ManifestImages(dataset_dir, val_rows, eval_transform(prep), limits, prep)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=generator,
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    train_loader = make_train_loader(cfg, dataset_dir, manifest, limits, prep, generator)
+    train_set = cast(ManifestImages, train_loader.dataset)
+    val_set = ManifestImages(dataset_dir, split_rows(manifest, "val"), eval_transform(prep), limits, prep)
     # Validation decodes in this process: an idle persistent worker of its own measurably slowed training here.
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size)
     if len(train_loader) == 0:

@@ -16,17 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from components.common.dataset import read_manifest
 from components.common.logging import configure_logging
 from components.common.model import build_model
-from components.common.seeding import seed_everything, seed_worker
+from components.common.seeding import seed_everything
 from components.common.settings import MlflowSettings, Settings
 from components.common.tracking import setup_tracking
-from components.common.transforms import train_transform
 from components.ingest import ingest_dataset
-from components.train import ManifestImages, TrainConfig, split_rows, train_detector
+from components.train import TrainConfig, make_train_loader, train_detector
 
 
 def _generated_source(root: Path, count: int) -> Path:
@@ -46,18 +44,7 @@ def bare_loop(cfg: TrainConfig, dataset_dir: Path, settings: Settings) -> float:
     generator = seed_everything(cfg.seed)
     model = build_model(cfg.model_config())
     prep = model.config.preprocessing
-    rows = split_rows(read_manifest(dataset_dir), "train", cfg.max_train_images, cfg.seed)
-    data = ManifestImages(dataset_dir, rows, train_transform(prep), settings.images, prep)
-    loader = DataLoader(
-        data,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=generator,
-        num_workers=cfg.num_workers,
-        worker_init_fn=seed_worker,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    loader = make_train_loader(cfg, dataset_dir, read_manifest(dataset_dir), settings.images, prep, generator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     criterion = torch.nn.BCEWithLogitsLoss()
     seconds, seen = 0.0, 0
