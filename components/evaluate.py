@@ -17,15 +17,13 @@ import structlog
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
-from torch.utils.data import DataLoader
 
 from components.common.artifact import LABELS, fetch_artifact, load_artifact
 from components.common.dataset import read_manifest
-from components.common.model import Detector, load_checkpoint
+from components.common.model import load_checkpoint
 from components.common.settings import ImageLimits, QualityGate
-from components.common.transforms import eval_transform
 from components.stage import stage
-from components.train import CHECKPOINT_FILE, ManifestImages, predict_probabilities, split_rows
+from components.train import CHECKPOINT_FILE, eval_loader, predict_probabilities, split_rows
 
 log = structlog.get_logger(__name__)
 
@@ -98,11 +96,6 @@ def gate_failures(metrics: dict[str, float], gate: QualityGate) -> list[str]:
     ]
 
 
-def _loader(dataset_dir: Path, rows: Any, model: Detector, limits: ImageLimits) -> DataLoader[Any]:
-    prep = model.config.preprocessing
-    return DataLoader(ManifestImages(dataset_dir, rows, eval_transform(prep), limits, prep), batch_size=32)
-
-
 def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: ImageLimits) -> dict[str, Any] | None:
     """Metrics of the current champion on the same test split (with its own threshold), or None."""
     client = mlflow.MlflowClient()
@@ -112,7 +105,7 @@ def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: 
         return None
     with tempfile.TemporaryDirectory() as tmp:
         champion, config = load_artifact(fetch_artifact(f"models:/{model_name}@champion", Path(tmp)))
-        probs, labels, _ = predict_probabilities(champion, _loader(dataset_dir, test_rows, champion, limits))
+        probs, labels, _ = predict_probabilities(champion, eval_loader(dataset_dir, test_rows, champion, limits))
     return {"version": version.version, "metrics": classification_metrics(labels, probs, config.threshold)}
 
 
@@ -146,9 +139,9 @@ def evaluate_detector(
     model, _ = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
     manifest = read_manifest(dataset_dir)
     val_rows, test_rows = split_rows(manifest, "val"), split_rows(manifest, "test")
-    val_probs, val_labels, _ = predict_probabilities(model, _loader(dataset_dir, val_rows, model, limits))
+    val_probs, val_labels, _ = predict_probabilities(model, eval_loader(dataset_dir, val_rows, model, limits))
     threshold = choose_threshold(val_labels, val_probs)
-    probs, labels, _ = predict_probabilities(model, _loader(dataset_dir, test_rows, model, limits))
+    probs, labels, _ = predict_probabilities(model, eval_loader(dataset_dir, test_rows, model, limits))
     metrics = classification_metrics(labels, probs, threshold)
     fpr, tpr, cuts = roc_curve(labels, probs)
     champion = _score_champion(model_name, dataset_dir, test_rows, limits)

@@ -15,22 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import structlog
+import torch
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
+from components.common.artifact import ONNX_FILE, REFERENCE_FILE, ArtifactConfig, export_onnx, write_artifact
 from components.common.dataset import read_manifest
 from components.common.features import image_features
 from components.common.images import decode_image
-from components.common.model import load_checkpoint
+from components.common.model import Detector, load_checkpoint
 from components.common.settings import ImageLimits
 from components.stage import stage
-from components.train import CHECKPOINT_FILE, split_rows
+from components.train import CHECKPOINT_FILE, eval_loader, split_rows
 
 log = structlog.get_logger(__name__)
 
 ARTIFACT_PATH = "detector"  # where the artifact folder lives inside the MLflow run
+ONNX_TOLERANCE = 1e-4  # largest accepted probability difference between the ONNX export and torch
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,26 @@ def reference_statistics(dataset_dir: Path, val_predictions: dict[str, float], l
         decoded = decode_image((dataset_dir / row.path).read_bytes(), limits)
         rows.append({**image_features(decoded), "label": row.label, "probability": val_predictions[str(row.sha256)]})
     return pd.DataFrame(rows)
+
+
+def check_onnx(model: Detector, onnx_path: Path, dataset_dir: Path, limits: ImageLimits, tolerance: float) -> float:
+    """Largest |probability(ONNX Runtime) - probability(torch)| over the validation images; raises above tolerance."""
+    import onnxruntime
+
+    loader = eval_loader(dataset_dir, split_rows(read_manifest(dataset_dir), "val"), model, limits)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for images, _ in loader:
+            reference = torch.sigmoid(model(images)).numpy()
+            exported = 1 / (1 + np.exp(-session.run(None, {"images": images.numpy()})[0]))
+            worst = max(worst, float(np.abs(exported - reference).max()))
+    if worst > tolerance:
+        raise ValueError(
+            f"the ONNX export differs from torch by {worst:.2e} in probability (tolerance {tolerance:.0e})"
+        )
+    return worst
 
 
 def git_commit(configured: str) -> str:
@@ -82,6 +105,9 @@ def register_model(
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_PATH
+        folder.mkdir()
+        export_onnx(model, folder / ONNX_FILE)
+        metrics["onnx_max_abs_diff"] = check_onnx(model, folder / ONNX_FILE, dataset_dir, limits, ONNX_TOLERANCE)
         write_artifact(folder, checkpoint_dir / CHECKPOINT_FILE, config, metrics)
         reference_statistics(dataset_dir, evaluation["val_predictions"], limits).to_parquet(folder / REFERENCE_FILE)
         with mlflow.start_run(run_id=run_id):

@@ -87,6 +87,12 @@ class ManifestImages(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.transform(image), self.labels[index]
 
 
+def eval_loader(dataset_dir: Path, rows: pd.DataFrame, model: Detector, limits: ImageLimits) -> DataLoader[Any]:
+    """Un-augmented batches of ``rows``, preprocessed as ``model``'s config says (evaluation, checks)."""
+    prep = model.config.preprocessing
+    return DataLoader(ManifestImages(dataset_dir, rows, eval_transform(prep), limits, prep), batch_size=32)
+
+
 def split_rows(manifest: pd.DataFrame, split: str, limit: int = 0, seed: int = 0) -> pd.DataFrame:
     """Rows of ``split`` in a stable order; with ``limit`` a class-stratified deterministic subset."""
     rows = manifest[manifest["split"] == split].sort_values("sha256").reset_index(drop=True)

@@ -20,7 +20,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from components.common.artifact import ArtifactConfig, fetch_artifact, load_artifact
+from components.common.artifact import ONNX_FILE, ArtifactConfig, fetch_artifact, load_artifact
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
@@ -49,7 +49,8 @@ class DetectorModel(Model):
     def __init__(self, settings: ServingSettings, limits: ImageLimits) -> None:
         super().__init__(settings.model_name)
         self.settings, self.limits = settings, limits
-        self.net: Detector | None = None
+        self.net: Detector | None = None  # torch: explain, and inference when no ONNX session
+        self.session: Any = None  # ONNX Runtime session, when serving with it
         self.config: ArtifactConfig | None = None
         self.version = "unknown"
 
@@ -59,6 +60,7 @@ class DetectorModel(Model):
         try:
             folder = fetch_artifact(self.settings.model_uri, self.settings.download_dir / self.name)
             self.net, self.config = load_artifact(folder)
+            self.session = self._onnx_session(folder)
             self.version = self._version_of(folder)
             self.transform = eval_transform(self.config.model.preprocessing)
             self.score([_warmup_image(self.config.model.preprocessing.image_size)])
@@ -74,11 +76,25 @@ class DetectorModel(Model):
             model_name=self.name,
             model_uri=self.settings.model_uri,
             model_version=self.version,
+            runtime="onnxruntime" if self.session is not None else "torch",
             dataset_version=self.config.dataset_version,
             threshold=round(self.config.threshold, 4),
             load_seconds=round(time.perf_counter() - started, 2),
         )
         return True
+
+    def _onnx_session(self, folder: Path) -> Any:
+        """An ONNX Runtime session on the artifact's model.onnx, or None to run torch (by setting, or no export)."""
+        if self.settings.runtime != "onnxruntime":
+            return None
+        if not (folder / ONNX_FILE).exists():
+            log.warning("onnx_missing_using_torch", folder=str(folder))
+            return None
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        return onnxruntime.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
 
     def _version_of(self, folder: Path) -> str:
         """Registry version for models:/ URIs (alias resolved), else the folder's dataset version."""
@@ -107,10 +123,15 @@ class DetectorModel(Model):
             tensors.append(self.transform(decoded.image))
             metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
         started = time.perf_counter()
-        with torch.inference_mode():
-            probabilities = torch.sigmoid(self.net(torch.stack(tensors))).numpy()
+        batch = torch.stack(tensors)
+        if self.session is not None:
+            logits = self.session.run(None, {"images": batch.numpy()})[0]
+            probabilities = 1 / (1 + np.exp(-logits))
+        else:
+            with torch.inference_mode():
+                probabilities = torch.sigmoid(self.net(batch)).numpy()
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return probabilities
+        return np.asarray(probabilities, dtype=np.float32)
 
     def detect(self, images: list[bytes]) -> list[codec.Detection]:
         assert self.config is not None

@@ -3,6 +3,7 @@
 Layout::
 
     model.pt            weights + model config + preprocessing (+ training config)
+    model.onnx          the same network for ONNX Runtime (images NCHW float32 -> logits), checked against torch
     config.json         everything serving needs besides weights: threshold, confidence bands, labels, versions
     metrics.json        test metrics at registration
     reference.parquet   per-image features and predictions of the validation split (the drift reference)
@@ -22,6 +23,7 @@ from typing import Any
 from components.common.model import Detector, ModelConfig, load_checkpoint
 
 WEIGHTS_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 REFERENCE_FILE = "reference.parquet"
@@ -69,6 +71,24 @@ def write_artifact(folder: Path, checkpoint: Path, config: ArtifactConfig, metri
     shutil.copyfile(checkpoint, folder / WEIGHTS_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def export_onnx(model: Detector, path: Path) -> None:
+    """Write ``model`` as ONNX with a dynamic batch axis (input ``images`` NCHW float32, output ``logits``)."""
+    import torch
+
+    side = model.config.preprocessing.image_size
+    model.eval()
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 3, side, side),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 def fetch_artifact(uri: str, dst: Path) -> Path:

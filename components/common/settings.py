@@ -94,6 +94,10 @@ class ServingSettings(BaseModel):
         description="Model to serve: models:/<name>@<alias>, models:/<name>/<version>, or a folder (/mnt/models).",
     )
     max_batch: int = Field(default=32, ge=1, description="Most images accepted in one request.")
+    runtime: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime",
+        description="Inference runtime: ONNX Runtime on the artifact's model.onnx (about 4x faster here), or torch.",
+    )
     download_dir: Path = Field(
         default=Path("data/serving"), description="Where registry models are downloaded before loading."
     )

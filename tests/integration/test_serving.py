@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.common.artifact import ArtifactConfig, write_artifact
+from components.common.artifact import ONNX_FILE, ArtifactConfig, export_onnx, write_artifact
 from components.common.model import ModelConfig, build_model, save_checkpoint
 from components.common.settings import MlflowSettings
 from components.common.tracking import setup_tracking
@@ -38,6 +38,7 @@ def _artifact(folder: Path) -> Path:
     write_artifact(
         folder, folder.parent / "model.pt", ArtifactConfig(model.config, 0.5, "test"), {"test_accuracy": 0.5}
     )
+    export_onnx(model, folder / ONNX_FILE)
     return folder
 
 
@@ -322,3 +323,20 @@ def test_explain_returns_a_heatmap_png_of_the_image_size(server: Server) -> None
         assert heatmap.format == "PNG"
         assert heatmap.size == (300, 200)
     assert server.call("POST", f"/v1/models/{MODEL}:explain", _v1(b"nope"))[0] == 400
+
+
+def test_onnx_runtime_and_torch_give_the_same_probabilities(tmp_path: Path) -> None:
+    from components.common.settings import ImageLimits, ServingSettings
+    from serving.detector import DetectorModel
+
+    folder = str(_artifact(tmp_path / "models"))
+    models = {
+        runtime: DetectorModel(ServingSettings(model_uri=folder, runtime=runtime), ImageLimits())
+        for runtime in ("onnxruntime", "torch")
+    }
+    assert all(m.load() for m in models.values())
+    assert models["onnxruntime"].session is not None
+    assert models["torch"].session is None
+    images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
+    onnx, torch_ = (models[r].score(images) for r in ("onnxruntime", "torch"))
+    assert np.abs(onnx - torch_).max() < 1e-5

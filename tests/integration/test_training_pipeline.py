@@ -12,7 +12,14 @@ import pytest
 from minio import Minio
 from PIL import Image
 
-from components.common.artifact import CONFIG_FILE, REFERENCE_FILE, WEIGHTS_FILE, fetch_artifact, load_artifact
+from components.common.artifact import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    REFERENCE_FILE,
+    WEIGHTS_FILE,
+    fetch_artifact,
+    load_artifact,
+)
 from components.common.settings import MlflowSettings, S3Settings, Settings
 from components.common.tracking import setup_tracking
 from components.ingest import ingest_dataset
@@ -80,7 +87,8 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     assert {"training_date", "metric.test_f1", "metric.test_roc_auc", "param.lr"} <= set(version.tags)
 
     folder = fetch_artifact("models:/apd-test@champion", tmp_path / "download")
-    assert {WEIGHTS_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"} <= {p.name for p in folder.iterdir()}
+    assert {WEIGHTS_FILE, ONNX_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "metrics.json").read_text())["onnx_max_abs_diff"] < 1e-4
     model, config = load_artifact(folder)
     assert not model.training
     assert config.model.preprocessing.image_size == 32
