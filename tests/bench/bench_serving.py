@@ -1,0 +1,201 @@
+"""Serving benchmark: `apd serve` under load from real clients over loopback, against raw in-process throughput.
+
+- Images: real JPEGs (a Debian wallpaper photograph, resized) of 0.3, 2 and 12 megapixels.
+- Served: v2 REST (tritonclient.http, raw bytes through the binary-data extension) and v2 gRPC (tritonclient.grpc,
+  raw bytes) at concurrency 1, 4 and 16; p50/p95/p99 latency and images/s per cell. The client runs in its own
+  process (tritonclient.grpc cannot share one with kserve) and shares the 2 cores: its CPU use is printed.
+- Raw: the same model's decode + preprocess + inference in this process, batch 1, with ONNX Runtime (what the
+  server runs) and with torch eager.
+
+Run with ``make bench-serving``; prints figures, asserts nothing. Uses the registered champion when there is one
+(``models:/apd-detector@champion`` in the local MLflow), else an untrained detector of the same architecture.
+"""
+
+import argparse
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+PHOTO = Path("/usr/share/backgrounds/Dragonfly_by_Bolly.jpg")  # 4224x3168, from lomiri-wallpapers-16.04
+SIZES = {"0.3 MP": (640, 480), "2 MP": (1632, 1224), "12 MP": (4000, 3000)}
+CONCURRENCY = (1, 4, 16)
+
+
+def client(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> None:
+    """Child process: ``concurrency`` threads, each with its own client, send one image per request."""
+    import numpy as np
+
+    data = image.read_bytes()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    budget = [max_requests]
+
+    def worker() -> None:
+        if protocol == "grpc":
+            import tritonclient.grpc as tc
+        else:
+            import tritonclient.http as tc  # type: ignore[no-redef]
+        conn = tc.InferenceServerClient(f"127.0.0.1:{port}")
+        tensor = tc.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([data], dtype=np.object_))  # raw bytes (binary extension over REST)
+        outputs = [tc.InferRequestedOutput("probability")]
+        while time.perf_counter() < deadline:
+            with lock:
+                if budget[0] == 0:
+                    return
+                budget[0] -= 1
+            started = time.perf_counter()
+            conn.infer("apd-detector", [tensor], outputs=outputs, request_id="bench")
+            with lock:
+                latencies.append(time.perf_counter() - started)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - wall0
+    print(json.dumps({"latencies": latencies, "wall": wall, "client_cpu": (time.process_time() - cpu0) / wall}))
+
+
+def _jpegs(folder: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    photo = Image.open(PHOTO).convert("RGB")
+    paths = {}
+    for name, size in SIZES.items():
+        buf = io.BytesIO()
+        photo.resize(size, Image.Resampling.LANCZOS).save(buf, format="JPEG", quality=90)
+        paths[name] = folder / f"{name.replace(' ', '')}.jpg"
+        paths[name].write_bytes(buf.getvalue())
+    return paths
+
+
+def _model_folder(folder: Path) -> tuple[str, str]:
+    """The champion when one is registered locally, else an untrained detector packaged like a registered one."""
+    from mlflow.exceptions import MlflowException
+
+    from components.common.artifact import ONNX_FILE, ArtifactConfig, export_onnx, fetch_artifact, write_artifact
+    from components.common.model import ModelConfig, build_model, save_checkpoint
+    from components.common.settings import Settings
+    from components.common.tracking import setup_tracking
+
+    settings = Settings()
+    setup_tracking(settings.mlflow)
+    try:
+        return str(fetch_artifact(settings.serving.model_uri, folder / "champion")), settings.serving.model_uri
+    except MlflowException:
+        model = build_model(ModelConfig()).eval()
+        save_checkpoint(model, folder / "model.pt", {"train_config": {}, "dataset_version": "bench"})
+        write_artifact(folder / "untrained", folder / "model.pt", ArtifactConfig(model.config, 0.5, "bench"), {})
+        export_onnx(model, folder / "untrained" / ONNX_FILE)
+        return str(folder / "untrained"), "untrained tf_efficientnet_lite0"
+
+
+def raw_throughput(model_dir: str, images: dict[str, Path], runtime: str, rounds: int) -> dict[str, float]:
+    """Images/s of decode + preprocess + inference at batch 1, in this process."""
+    from components.common.settings import ImageLimits, ServingSettings
+    from serving.detector import DetectorModel
+
+    model = DetectorModel(ServingSettings(model_uri=model_dir, runtime=runtime), ImageLimits())  # type: ignore[arg-type]
+    model.load()
+    rates = {}
+    for name, path in images.items():
+        data = path.read_bytes()
+        count = max(3, rounds // (4 if "12" in name else 1))
+        model.score([data])
+        started = time.perf_counter()
+        for _ in range(count):
+            model.score([data])
+        rates[name] = count / (time.perf_counter() - started)
+    return rates
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=6.0, help="load time per cell")
+    parser.add_argument("--max-requests", type=int, default=600, help="requests per cell at most")
+    parser.add_argument("--client", nargs=5, metavar=("PROTOCOL", "PORT", "IMAGE", "CONCURRENCY", "SECONDS"))
+    args = parser.parse_args()
+    if args.client:
+        protocol, port, image, concurrency, seconds = args.client
+        client(protocol, int(port), Path(image), int(concurrency), float(seconds), args.max_requests)
+        return
+
+    from components.common.logging import configure_logging
+    from components.common.settings import Settings
+
+    configure_logging(Settings().logging.model_copy(update={"level": "WARNING"}))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        images = _jpegs(root)
+        model_dir, described = _model_folder(root)
+        raw = {runtime: raw_throughput(model_dir, images, runtime, 30) for runtime in ("onnxruntime", "torch")}
+        http, grpc = free_port(), free_port()
+        env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
+             "--http_port", str(http), "--grpc_port", str(grpc)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/apd-detector/ready", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            print(f"model: {described}; server: apd serve (KServe ModelServer, ONNX Runtime), 1 worker")
+            print("raw in-process, batch 1 (decode + preprocess + inference), images/s:")
+            for runtime, rates in raw.items():
+                print(f"  {runtime:<12} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()))
+            print("served over loopback, one image per request:")
+            print(f"  {'protocol':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7} {'p95 ms':>7}"
+                  f" {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
+            for protocol, port in (("rest", http), ("grpc", grpc)):
+                for name, path in images.items():
+                    for concurrency in CONCURRENCY:
+                        seconds = args.seconds * (2 if "12" in name else 1)
+                        done = subprocess.run(
+                            [sys.executable, __file__, "--max-requests", str(args.max_requests),
+                             "--client", protocol, str(port), str(path), str(concurrency), str(seconds)],
+                            capture_output=True, text=True, check=True,
+                        )  # fmt: skip
+                        result = json.loads(done.stdout.strip().splitlines()[-1])
+                        lat = [x * 1000 for x in result["latencies"]]
+                        rate = len(lat) / result["wall"]
+                        print(
+                            f"  {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
+                            f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
+                            f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
+                            f" {rate / raw['onnxruntime'][name]:>6.2f}x"
+                        )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
