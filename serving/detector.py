@@ -51,6 +51,7 @@ class DetectorModel(Model):
         self.settings, self.limits = settings, limits
         self.net: Detector | None = None  # torch: explain, and inference when no ONNX session
         self.session: Any = None  # ONNX Runtime session, when serving with it
+        self.folder: Path | None = None  # the loaded artifact folder
         self.config: ArtifactConfig | None = None
         self.version = "unknown"
 
@@ -60,6 +61,7 @@ class DetectorModel(Model):
         try:
             folder = fetch_artifact(self.settings.model_uri, self.settings.download_dir / self.name)
             self.net, self.config = load_artifact(folder)
+            self.folder = folder
             self.session = self._onnx_session(folder)
             self.version = self._version_of(folder)
             self.transform = eval_transform(self.config.model.preprocessing)
@@ -82,6 +84,16 @@ class DetectorModel(Model):
             load_seconds=round(time.perf_counter() - started, 2),
         )
         return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """With ``--workers N`` KServe pickles the loaded model into each worker process: an ONNX Runtime session
+        cannot travel, so each worker opens its own (``__setstate__``)."""
+        return {**self.__dict__, "session": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.folder is not None:
+            self.session = self._onnx_session(self.folder)
 
     def _onnx_session(self, folder: Path) -> Any:
         """An ONNX Runtime session on the artifact's model.onnx, or None to run torch (by setting, or no export)."""

@@ -2,8 +2,9 @@
 
 - Images: real JPEGs (a Debian wallpaper photograph, resized) of 0.3, 2 and 12 megapixels.
 - Served: v2 REST (tritonclient.http, raw bytes through the binary-data extension) and v2 gRPC (tritonclient.grpc,
-  raw bytes) at concurrency 1, 4 and 16; p50/p95/p99 latency and images/s per cell. The client runs in its own
-  process (tritonclient.grpc cannot share one with kserve) and shares the 2 cores: its CPU use is printed.
+  raw bytes) at concurrency 1, 4 and 16, by one worker with both cores and by two REST workers with one each;
+  p50/p95/p99 latency and images/s per cell. The client runs in its own process (tritonclient.grpc cannot share
+  one with kserve) and shares the 2 cores: its CPU use is printed.
 - Raw: the same model's decode + preprocess + inference in this process, batch 1, with ONNX Runtime (what the
   server runs) and with torch eager.
 
@@ -12,6 +13,7 @@ Run with ``make bench-serving``; prints figures, asserts nothing. Uses the regis
 """
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 PHOTO = Path("/usr/share/backgrounds/Dragonfly_by_Bolly.jpg")  # 4224x3168, from lomiri-wallpapers-16.04
@@ -44,7 +47,7 @@ def client(protocol: str, port: int, image: Path, concurrency: int, seconds: flo
         if protocol == "grpc":
             import tritonclient.grpc as tc
         else:
-            import tritonclient.http as tc  # type: ignore[no-redef]
+            import tritonclient.http as tc
         conn = tc.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = tc.InferInput("image", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([data], dtype=np.object_))  # raw bytes (binary extension over REST)
@@ -153,48 +156,65 @@ def main() -> None:
         images = _jpegs(root)
         model_dir, described = _model_folder(root)
         raw = {runtime: raw_throughput(model_dir, images, runtime, 30) for runtime in ("onnxruntime", "torch")}
-        http, grpc = free_port(), free_port()
-        env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
-             "--http_port", str(http), "--grpc_port", str(grpc)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/apd-detector/ready", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            print(f"model: {described}; server: apd serve (KServe ModelServer, ONNX Runtime), 1 worker")
-            print("raw in-process, batch 1 (decode + preprocess + inference), images/s:")
-            for runtime, rates in raw.items():
-                print(f"  {runtime:<12} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()))
-            print("served over loopback, one image per request:")
-            print(f"  {'protocol':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7} {'p95 ms':>7}"
-                  f" {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
-            for protocol, port in (("rest", http), ("grpc", grpc)):
-                for name, path in images.items():
-                    for concurrency in CONCURRENCY:
-                        seconds = args.seconds * (2 if "12" in name else 1)
-                        done = subprocess.run(
-                            [sys.executable, __file__, "--max-requests", str(args.max_requests),
-                             "--client", protocol, str(port), str(path), str(concurrency), str(seconds)],
-                            capture_output=True, text=True, check=True,
-                        )  # fmt: skip
-                        result = json.loads(done.stdout.strip().splitlines()[-1])
-                        lat = [x * 1000 for x in result["latencies"]]
-                        rate = len(lat) / result["wall"]
-                        print(
-                            f"  {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
-                            f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
-                            f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
-                            f" {rate / raw['onnxruntime'][name]:>6.2f}x"
-                        )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        print(f"model: {described}; server: apd serve (KServe ModelServer, ONNX Runtime)")
+        print("raw in-process, batch 1 (decode + preprocess + inference), images/s:")
+        for runtime, rates in raw.items():
+            print(f"  {runtime:<12} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()))
+        print("served over loopback, one image per request:")
+        print(f"  {'server':<20} {'proto':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
+              f" {'p95 ms':>7} {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
+        # One worker with both cores for ORT (REST and gRPC), and two REST worker processes with one core each
+        # (KServe runs gRPC in the main process only).
+        for workers, protocols in ((1, ("rest", "grpc")), (2, ("rest",))):
+            with _server(model_dir, workers) as (http, grpc):
+                for protocol in protocols:
+                    port = http if protocol == "rest" else grpc
+                    for name, path in images.items():
+                        for concurrency in CONCURRENCY:
+                            label = f"{workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
+                            seconds = args.seconds * (2 if "12" in name else 1)
+                            result = _load(protocol, port, path, concurrency, seconds, args.max_requests)
+                            lat = [x * 1000 for x in result["latencies"]]
+                            rate = len(lat) / result["wall"]
+                            print(
+                                f"  {label:<20} {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
+                                f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
+                                f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
+                                f" {rate / raw['onnxruntime'][name]:>6.2f}x"
+                            )
+
+
+def _load(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> dict:
+    """Run the load client in a child process (tritonclient.grpc cannot share a process with kserve)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--max-requests", str(max_requests),
+         "--client", protocol, str(port), str(image), str(concurrency), str(seconds)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@contextlib.contextmanager
+def _server(model_dir: str, workers: int) -> Iterator[tuple[int, int]]:
+    """`apd serve` with ``workers`` processes, the 2 cores shared out by OMP_NUM_THREADS; yields (http, grpc)."""
+    http, grpc = free_port(), free_port()
+    env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
+         "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/apd-detector/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield http, grpc
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

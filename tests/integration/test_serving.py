@@ -17,6 +17,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from components.common.artifact import ONNX_FILE, ArtifactConfig, export_onnx, write_artifact
 from components.common.model import ModelConfig, build_model, save_checkpoint
@@ -31,7 +32,8 @@ MODEL = "apd-detector"
 
 
 def _artifact(folder: Path) -> Path:
-    """A real detector (64 px, head untrained) packaged exactly as register packages one."""
+    """A real detector (64 px, head untrained, seeded: every call gives the same one) packaged as register does."""
+    torch.manual_seed(0)
     model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64))).eval()
     folder.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, folder.parent / "model.pt", {"train_config": {}, "dataset_version": "test"})
@@ -45,18 +47,20 @@ def _artifact(folder: Path) -> Path:
 class Server:
     """`apd serve` in a subprocess on free loopback ports."""
 
-    def __init__(self, tmp: Path, model_uri: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, model_uri: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
         self.http, self.grpc = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http}"
         self.log = (tmp / f"server-{self.http}.log").open("w")
         command = [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_uri,
-                   "--http_port", str(self.http), "--grpc_port", str(self.grpc)]  # fmt: skip
+                   "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
         full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/v2/health/live", timeout=2)
+                if workers > 1:  # every worker process must have unpickled the model and opened its session
+                    urllib.request.urlopen(f"{self.url}/v2/models/{MODEL}/ready", timeout=2)
                 return
             except (urllib.error.URLError, ConnectionError):
                 assert self.process.poll() is None, Path(self.log.name).read_text()
@@ -340,3 +344,17 @@ def test_onnx_runtime_and_torch_give_the_same_probabilities(tmp_path: Path) -> N
     images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
     onnx, torch_ = (models[r].score(images) for r in ("onnxruntime", "torch"))
     assert np.abs(onnx - torch_).max() < 1e-5
+
+
+def test_several_worker_processes_serve_the_same_answers(server: Server, tmp_path: Path) -> None:
+    """--workers 2: KServe pickles the loaded model into each process; each opens its own ONNX Runtime session."""
+    single = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
+    pair = Server(tmp_path, str(_artifact(tmp_path / "models")), {"OMP_NUM_THREADS": "1"}, workers=2)
+    try:
+        for _ in range(4):  # requests spread over both processes
+            status, body = pair.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))
+            assert status == 200
+            got = [p["probability"] for p in body["predictions"]]
+            assert got == pytest.approx([p["probability"] for p in single], abs=1e-5)
+    finally:
+        pair.stop()
