@@ -85,6 +85,18 @@ class DetectorModel(Model):
         )
         return True
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """v2 model metadata: what a request carries."""
+        return [{"name": codec.V2_INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """v2 model metadata: what a response carries, one element per image."""
+        return [
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "confidence", "datatype": "BYTES", "shape": [-1]},
+        ]
+
     def __getstate__(self) -> dict[str, Any]:
         """With ``--workers N`` KServe pickles the loaded model into each worker process: an ONNX Runtime session
         cannot travel, so each worker opens its own (``__setstate__``)."""

@@ -111,6 +111,13 @@ def test_health_metadata_and_model_list(server: Server) -> None:
     assert server.call("GET", f"/v2/models/{MODEL}/ready")[0] == 200
     assert server.call("GET", "/v1/models")[1] == {"models": [MODEL]}
     assert server.call("GET", f"/v1/models/{MODEL}")[1]["ready"] is True
+    metadata = server.call("GET", f"/v2/models/{MODEL}")[1]
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
+        ("probability", "FP32"),
+        ("label", "BYTES"),
+        ("confidence", "BYTES"),
+    ]
 
 
 def test_v1_predicts_every_image_of_a_batch(server: Server) -> None:
