@@ -172,17 +172,20 @@ def _crops(image: Image.Image, photo_id: str, seed: int, count: int, size: int) 
 
 
 @contextlib.contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
-    """The generator's native code prints a progress line per tile straight to file descriptor 1."""
+def _native_output_silenced() -> Iterator[None]:
+    """The generator's native code prints a progress line per tile straight to file descriptors 1 and 2."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     with Path(os.devnull).open("wb") as devnull:
-        os.dup2(devnull.fileno(), 1)
+        for fd in saved:
+            os.dup2(devnull.fileno(), fd)
         try:
             yield
         finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -237,7 +240,7 @@ def build_demo_dataset(
         image = photo.load().convert("RGB")
         for k, crop in enumerate(_crops(image, photo.photo_id, seed, crops_per_photo, crop_size)):
             small = crop.resize((crop_size // _SCALE, crop_size // _SCALE), Image.Resampling.BICUBIC)
-            with _native_stdout_silenced():
+            with _native_output_silenced():
                 generated = generator.process_pil(small).convert("RGB")
             for label, pixels in (("real", crop), ("ai_generated", generated)):
                 target = tmp / split / label / f"{photo.photo_id}_{k}.jpg"
