@@ -188,14 +188,8 @@ class DetectorModel(Model):
                 detections = self.detect(codec.images_from_v2(payload, self.settings.max_batch))
                 return codec.v2_response(payload, detections, self.name, self.version)
             return codec.v1_response(self.detect(codec.images_from_v1(payload, self.settings.max_batch)))
-        except InvalidImageError as exc:
-            metrics.INVALID_REQUESTS.labels(reason=exc.reason).inc()
-            log.info("invalid_image", reason=exc.reason, error=str(exc))
-            raise InvalidInput(str(exc)) from exc
-        except InvalidRequestError as exc:
-            metrics.INVALID_REQUESTS.labels(reason="bad_request").inc()
-            log.info("invalid_request", error=str(exc))
-            raise InvalidInput(str(exc)) from exc
+        except (InvalidImageError, InvalidRequestError) as exc:
+            raise _bad_input(exc) from exc
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "model_version")
 
@@ -213,13 +207,17 @@ class DetectorModel(Model):
                 explanations.append(
                     {"probability": round(probability, 6), "heatmap": {"b64": base64.b64encode(png).decode()}}
                 )
-        except InvalidImageError as exc:
-            metrics.INVALID_REQUESTS.labels(reason=exc.reason).inc()
-            raise InvalidInput(str(exc)) from exc
-        except InvalidRequestError as exc:
-            metrics.INVALID_REQUESTS.labels(reason="bad_request").inc()
-            raise InvalidInput(str(exc)) from exc
+        except (InvalidImageError, InvalidRequestError) as exc:
+            raise _bad_input(exc) from exc
         return {"explanations": explanations, "model_version": self.version}
+
+
+def _bad_input(exc: InvalidImageError | InvalidRequestError) -> InvalidInput:
+    """The edge: a domain error about the request becomes KServe's 400, counted by reason and logged."""
+    reason = exc.reason if isinstance(exc, InvalidImageError) else "bad_request"
+    metrics.INVALID_REQUESTS.labels(reason=reason).inc()
+    log.info("invalid_input", reason=reason, error=str(exc))
+    return InvalidInput(str(exc))
 
 
 def _warmup_image(size: int) -> bytes:
