@@ -10,8 +10,11 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libvulkan1 libomp5-14 plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
 	libtcmalloc-minimal4
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+# OpenVINO's TBB loads this hwloc with RTLD_DEEPBIND, which then frees tcmalloc's memory with glibc's free and
+# aborts; preloaded next to tcmalloc, hwloc binds to tcmalloc like everything else.
+HWLOC := $(VENV)/lib/python3.11/site-packages/openvino/libs/libhwloc.so.15
 # torch-heavy commands run with tcmalloc preloaded (the pipeline's steps inherit it) once it is installed.
-RUN := LD_PRELOAD=$$( [ -e $(TCMALLOC) ] && echo $(TCMALLOC) )
+RUN := LD_PRELOAD=$$( [ -e $(TCMALLOC) ] && echo $(TCMALLOC):$(abspath $(HWLOC)) )
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Nothing may reach a model hub at run time; fail fast instead of retrying.
 export HF_HUB_OFFLINE := 1

@@ -7,6 +7,7 @@ validation split). Alias ``challenger`` moves to every new version; ``champion``
 current champion on the same test split, or when there is none.
 """
 
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -15,25 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import structlog
-import torch
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.common.artifact import ONNX_FILE, REFERENCE_FILE, ArtifactConfig, export_onnx, write_artifact
+from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
 from components.common.dataset import read_manifest
 from components.common.features import image_features
 from components.common.images import decode_image
-from components.common.model import Detector, load_checkpoint
+from components.common.model import load_checkpoint
 from components.common.settings import ImageLimits
 from components.stage import stage
-from components.train import CHECKPOINT_FILE, eval_loader, split_rows
+from components.train import CHECKPOINT_FILE, split_rows
 
 log = structlog.get_logger(__name__)
 
 ARTIFACT_PATH = "detector"  # where the artifact folder lives inside the MLflow run
-ONNX_TOLERANCE = 1e-4  # largest accepted probability difference between the ONNX export and torch
 
 
 @dataclass(frozen=True)
@@ -55,26 +53,6 @@ def reference_statistics(dataset_dir: Path, val_predictions: dict[str, float], l
     return pd.DataFrame(rows)
 
 
-def check_onnx(model: Detector, onnx_path: Path, dataset_dir: Path, limits: ImageLimits, tolerance: float) -> float:
-    """Largest |probability(ONNX Runtime) - probability(torch)| over the validation images; raises above tolerance."""
-    import onnxruntime
-
-    loader = eval_loader(dataset_dir, split_rows(read_manifest(dataset_dir), "val"), model, limits)
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    model.eval()
-    with torch.inference_mode():
-        for images, _ in loader:
-            reference = torch.sigmoid(model(images)).numpy()
-            exported = 1 / (1 + np.exp(-session.run(None, {"images": images.numpy()})[0]))
-            worst = max(worst, float(np.abs(exported - reference).max()))
-    if worst > tolerance:
-        raise ValueError(
-            f"the ONNX export differs from torch by {worst:.2e} in probability (tolerance {tolerance:.0e})"
-        )
-    return worst
-
-
 def git_commit(configured: str) -> str:
     """The configured commit (set in images at build time), else the local checkout's, else 'unknown'."""
     if configured:
@@ -88,6 +66,7 @@ def git_commit(configured: str) -> str:
 
 def register_model(
     checkpoint_dir: Path,
+    exported_dir: Path,
     dataset_dir: Path,
     evaluation: dict[str, Any],
     run_id: str,
@@ -98,16 +77,24 @@ def register_model(
     """Assemble the artifact, log it to run ``run_id``, create the model version and move the aliases."""
     model, extra = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
     dataset_version = str(extra["dataset_version"])
+    variants = evaluation["variants"]
     config = ArtifactConfig(
-        model=model.config, threshold=float(evaluation["threshold"]), dataset_version=dataset_version
+        model=model.config,
+        threshold=float(evaluation["threshold"]),
+        dataset_version=dataset_version,
+        variants=tuple(name for name, v in variants.items() if v["enabled"]),
     )
     metrics = {f"test_{k}": float(v) for k, v in evaluation["metrics"].items()}
+    metrics["onnx_max_abs_diff"] = float(evaluation["onnx_max_abs_diff"])
+    for name, v in variants.items():
+        if "error" in v:
+            continue
+        prefix = name.replace("/", "_")
+        metrics |= {f"{prefix}_test_roc_auc": v["roc_auc"], f"{prefix}_test_accuracy": v["accuracy"]}
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_PATH
-        folder.mkdir()
-        export_onnx(model, folder / ONNX_FILE)
-        metrics["onnx_max_abs_diff"] = check_onnx(model, folder / ONNX_FILE, dataset_dir, limits, ONNX_TOLERANCE)
+        shutil.copytree(exported_dir, folder)  # model.onnx, model.int8.onnx from the evaluate step
         write_artifact(folder, checkpoint_dir / CHECKPOINT_FILE, config, metrics)
         reference_statistics(dataset_dir, evaluation["val_predictions"], limits).to_parquet(folder / REFERENCE_FILE)
         with mlflow.start_run(run_id=run_id):
@@ -138,6 +125,7 @@ def register(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
+    exported: Input[Model],
     run_id: str,
     registered: Output[Artifact],
 ) -> str:
@@ -146,7 +134,9 @@ def register(
     Args:
         dataset: The validated dataset (its validation split becomes the drift reference).
         model: The trained checkpoint folder.
-        evaluation: The evaluate step's JSON (threshold, metrics, validation predictions, champion comparison).
+        evaluation: The evaluate step's JSON (threshold, metrics, validation predictions, champion comparison,
+            serving variants).
+        exported: The evaluate step's ONNX exports (fp32 and int8), copied into the artifact.
         run_id: MLflow run that receives the artifact folder.
         registered: JSON with the model name, version, aliases and artifact source URI.
 
@@ -167,6 +157,7 @@ def register(
     setup_tracking(settings.mlflow)
     result = register_model(
         Path(model.path),
+        Path(exported.path),
         Path(dataset.path),
         json.loads(Path(evaluation.path).read_text()),
         run_id,

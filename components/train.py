@@ -9,6 +9,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -116,7 +117,9 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
 
 
 @torch.inference_mode()
-def predict_probabilities(model: Detector, loader: DataLoader[Any]) -> tuple[np.ndarray, np.ndarray, float]:
+def predict_probabilities(
+    model: Detector, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(probabilities, labels, mean BCE loss) over a loader, in eval mode."""
     model.eval()
     probs, labels, loss_sum, count = [], [], 0.0, 0

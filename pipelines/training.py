@@ -124,6 +124,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             dataset=ingested.outputs["dataset"],
             model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"],
+            exported=evaluated.outputs["exported"],
             run_id=trained.outputs["Output"],
         )
         return evaluated.outputs["report"]

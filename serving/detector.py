@@ -20,10 +20,11 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from components.common.artifact import ONNX_FILE, ArtifactConfig, fetch_artifact, load_artifact
+from components.common.artifact import ArtifactConfig, fetch_artifact, load_artifact
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
+from components.common.runtimes import Engine, open_engine, variant_name
 from components.common.settings import ImageLimits, ServingSettings
 from components.common.transforms import eval_transform
 from serving import codec, explain, metrics
@@ -49,8 +50,8 @@ class DetectorModel(Model):
     def __init__(self, settings: ServingSettings, limits: ImageLimits) -> None:
         super().__init__(settings.model_name)
         self.settings, self.limits = settings, limits
-        self.net: Detector | None = None  # torch: explain, and inference when no ONNX session
-        self.session: Any = None  # ONNX Runtime session, when serving with it
+        self.net: Detector | None = None  # torch: explain (and inference with the torch runtime)
+        self.engine: Engine | None = None  # inference in the configured runtime/precision
         self.folder: Path | None = None  # the loaded artifact folder
         self.config: ArtifactConfig | None = None
         self.version = "unknown"
@@ -62,11 +63,11 @@ class DetectorModel(Model):
             folder = fetch_artifact(self.settings.model_uri, self.settings.download_dir / self.name)
             self.net, self.config = load_artifact(folder)
             self.folder = folder
-            self.session = self._onnx_session(folder)
+            self.engine = self._open_engine(folder)
             self.version = self._version_of(folder)
             self.transform = eval_transform(self.config.model.preprocessing)
             self.score([_warmup_image(self.config.model.preprocessing.image_size)])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # FileNotFoundError is an OSError
             log.error(
                 "model_load_failed", model_uri=self.settings.model_uri, error=str(exc), error_type=type(exc).__name__
             )
@@ -78,7 +79,7 @@ class DetectorModel(Model):
             model_name=self.name,
             model_uri=self.settings.model_uri,
             model_version=self.version,
-            runtime="onnxruntime" if self.session is not None else "torch",
+            variant=variant_name(self.settings.runtime, self.settings.precision),
             dataset_version=self.config.dataset_version,
             threshold=round(self.config.threshold, 4),
             load_seconds=round(time.perf_counter() - started, 2),
@@ -98,30 +99,26 @@ class DetectorModel(Model):
         ]
 
     def __getstate__(self) -> dict[str, Any]:
-        """With ``--workers N`` KServe pickles the loaded model into each worker process: an ONNX Runtime session
+        """With ``--workers N`` KServe pickles the loaded model into each worker process: an inference engine
         cannot travel, so each worker opens its own (``__setstate__``)."""
-        return {**self.__dict__, "session": None}
+        return {**self.__dict__, "engine": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.folder is not None:
-            self.session = self._onnx_session(self.folder)
+            self.engine = self._open_engine(self.folder)
 
-    def _onnx_session(self, folder: Path) -> Any:
-        """An ONNX Runtime session on the artifact's model.onnx, or None to run torch (by setting, or no export)."""
-        if self.settings.runtime != "onnxruntime":
-            return None
-        if not (folder / ONNX_FILE).exists():
-            log.warning("onnx_missing_using_torch", folder=str(folder))
-            return None
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # ORT's threads busy-wait after each run by default, stealing the cores from the next image's decode and
-        # preprocessing: 0.3 MP decode + preprocess took 20 ms instead of 5 ms here until this was off.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return onnxruntime.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+    def _open_engine(self, folder: Path) -> Engine:
+        """The configured runtime/precision, if this model version's evaluation enabled it (ValueError if not)."""
+        assert self.config is not None
+        name = variant_name(self.settings.runtime, self.settings.precision)
+        if name not in self.config.variants:
+            raise ValueError(
+                f"inference variant {name} is not enabled for this model version (enabled: "
+                f"{', '.join(self.config.variants)}): its test AUC or accuracy moved too far from fp32's at evaluation"
+            )
+        threads = self.settings.threads or torch.get_num_threads()
+        return open_engine(folder, self.settings.runtime, self.settings.precision, threads, self.net)
 
     def _version_of(self, folder: Path) -> str:
         """Registry version for models:/ URIs (alias resolved), else the folder's dataset version."""
@@ -149,16 +146,11 @@ class DetectorModel(Model):
             decoded = decode_image(data, self.limits, draft_size=prep.resize_size)
             tensors.append(self.transform(decoded.image))
             metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
+        assert self.engine is not None
         started = time.perf_counter()
-        batch = torch.stack(tensors)
-        if self.session is not None:
-            logits = self.session.run(None, {"images": batch.numpy()})[0]
-            probabilities = 1 / (1 + np.exp(-logits))
-        else:
-            with torch.inference_mode():
-                probabilities = torch.sigmoid(self.net(batch)).numpy()
+        probabilities = self.engine(torch.stack(tensors).numpy())
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return np.asarray(probabilities, dtype=np.float32)
+        return probabilities
 
     def detect(self, images: list[bytes]) -> list[codec.Detection]:
         assert self.config is not None

@@ -3,8 +3,10 @@
 Layout::
 
     model.pt            weights + model config + preprocessing (+ training config)
-    model.onnx          the same network for ONNX Runtime (images NCHW float32 -> logits), checked against torch
-    config.json         everything serving needs besides weights: threshold, confidence bands, labels, versions
+    model.onnx          the same network for ONNX Runtime and OpenVINO (images NCHW float32 -> logits)
+    model.int8.onnx     the same network quantized to int8 (served only when evaluation enabled an int8 variant)
+    config.json         everything serving needs besides weights: threshold, confidence bands, labels, versions,
+                        and the inference variants (runtime/precision) the evaluate step found faithful
     metrics.json        test metrics at registration
     reference.parquet   per-image features and predictions of the validation split (the drift reference)
 
@@ -21,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from components.common.model import Detector, ModelConfig, load_checkpoint
+from components.common.runtimes import EXACT_VARIANTS
 
 WEIGHTS_FILE = "model.pt"
-ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 REFERENCE_FILE = "reference.parquet"
@@ -41,6 +43,8 @@ class ArtifactConfig:
     # >= medium -> "medium", else "low".
     confidence_bands: dict[str, float] = field(default_factory=lambda: {"medium": 0.4, "high": 0.8})
     labels: tuple[str, str] = LABELS
+    # runtime/precision variants allowed to serve this model (see common.runtimes); fp32 ones always are.
+    variants: tuple[str, ...] = EXACT_VARIANTS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class ArtifactConfig:
             "dataset_version": self.dataset_version,
             "confidence_bands": self.confidence_bands,
             "labels": list(self.labels),
+            "variants": list(self.variants),
         }
 
     @classmethod
@@ -62,6 +67,7 @@ class ArtifactConfig:
             dataset_version=str(data["dataset_version"]),
             confidence_bands={k: float(v) for k, v in data["confidence_bands"].items()},
             labels=(data["labels"][0], data["labels"][1]),
+            variants=tuple(data.get("variants", EXACT_VARIANTS)),  # artifacts from before variants: fp32 only
         )
 
 

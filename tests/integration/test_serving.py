@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from components.common.artifact import ONNX_FILE, ArtifactConfig, export_onnx, write_artifact
+from components.common.artifact import ArtifactConfig, export_onnx, write_artifact
 from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.runtimes import ONNX_FILE
 from components.common.settings import MlflowSettings
 from components.common.tracking import setup_tracking
 from components.common.transforms import Preprocessing
@@ -336,25 +337,43 @@ def test_explain_returns_a_heatmap_png_of_the_image_size(server: Server) -> None
     assert server.call("POST", f"/v1/models/{MODEL}:explain", _v1(b"nope"))[0] == 400
 
 
-def test_onnx_runtime_and_torch_give_the_same_probabilities(tmp_path: Path) -> None:
+def _load(folder: Path, runtime: str, precision: str = "fp32") -> Any:
     from components.common.settings import ImageLimits, ServingSettings
     from serving.detector import DetectorModel
 
-    folder = str(_artifact(tmp_path / "models"))
-    models = {
-        runtime: DetectorModel(ServingSettings(model_uri=folder, runtime=runtime), ImageLimits())
-        for runtime in ("onnxruntime", "torch")
-    }
+    settings = ServingSettings(model_uri=str(folder), runtime=runtime, precision=precision)  # type: ignore[arg-type]
+    return DetectorModel(settings, ImageLimits())
+
+
+def test_every_fp32_runtime_gives_the_same_probabilities(tmp_path: Path) -> None:
+    folder = _artifact(tmp_path / "models")
+    models = {runtime: _load(folder, runtime) for runtime in ("openvino", "onnxruntime", "torch")}
     assert all(m.load() for m in models.values())
-    assert models["onnxruntime"].session is not None
-    assert models["torch"].session is None
     images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
-    onnx, torch_ = (models[r].score(images) for r in ("onnxruntime", "torch"))
-    assert np.abs(onnx - torch_).max() < 1e-5
+    scores = {runtime: m.score(images) for runtime, m in models.items()}
+    assert np.abs(scores["openvino"] - scores["torch"]).max() < 1e-5
+    assert np.abs(scores["onnxruntime"] - scores["torch"]).max() < 1e-5
+
+
+def test_a_precision_loads_only_when_the_evaluation_enabled_it(tmp_path: Path) -> None:
+    folder = _artifact(tmp_path / "models")
+    # The artifact's config enables the fp32 variants only (what evaluate writes when bf16/int8 drift too far).
+    assert not _load(folder, "openvino", "bf16").load()
+    assert not _load(folder, "onnxruntime", "bf16").load()  # bf16 exists on OpenVINO only
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "variants": [*config["variants"], "openvino/bf16",
+                                                                           "openvino/int8"]}))  # fmt: skip
+    bf16 = _load(folder, "openvino", "bf16")
+    assert bf16.load()
+    fp32 = _load(folder, "openvino")
+    assert fp32.load()
+    images = [JPEG, PNG]
+    assert np.abs(bf16.score(images) - fp32.score(images)).max() < 0.05  # bf16 keeps about 3 significant digits
+    assert not _load(folder, "openvino", "int8").load()  # enabled, but this artifact has no model.int8.onnx
 
 
 def test_several_worker_processes_serve_the_same_answers(server: Server, tmp_path: Path) -> None:
-    """--workers 2: KServe pickles the loaded model into each process; each opens its own ONNX Runtime session."""
+    """--workers 2: KServe pickles the loaded model into each process; each opens its own inference engine."""
     single = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
     pair = Server(tmp_path, str(_artifact(tmp_path / "models")), {"OMP_NUM_THREADS": "1"}, workers=2)
     try:

@@ -14,12 +14,12 @@ from PIL import Image
 
 from components.common.artifact import (
     CONFIG_FILE,
-    ONNX_FILE,
     REFERENCE_FILE,
     WEIGHTS_FILE,
     fetch_artifact,
     load_artifact,
 )
+from components.common.runtimes import EXACT_VARIANTS, INT8_FILE, ONNX_FILE
 from components.common.settings import MlflowSettings, S3Settings, Settings
 from components.common.tracking import setup_tracking
 from components.ingest import ingest_dataset
@@ -87,9 +87,13 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     assert {"training_date", "metric.test_f1", "metric.test_roc_auc", "param.lr"} <= set(version.tags)
 
     folder = fetch_artifact("models:/apd-test@champion", tmp_path / "download")
-    assert {WEIGHTS_FILE, ONNX_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"} <= {p.name for p in folder.iterdir()}
-    assert json.loads((folder / "metrics.json").read_text())["onnx_max_abs_diff"] < 1e-4
+    files = {WEIGHTS_FILE, ONNX_FILE, INT8_FILE, CONFIG_FILE, REFERENCE_FILE, "metrics.json"}
+    assert files <= {p.name for p in folder.iterdir()}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["onnx_max_abs_diff"] < 1e-4
+    assert {"openvino_bf16_test_roc_auc", "openvino_int8_test_accuracy"} <= set(metrics)
     model, config = load_artifact(folder)
+    assert set(EXACT_VARIANTS) <= set(config.variants)
     assert not model.training
     assert config.model.preprocessing.image_size == 32
     assert config.dataset_version == dataset_version

@@ -12,7 +12,7 @@ from components.common.artifact import ArtifactConfig
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from components.common.settings import QualityGate
 from components.common.transforms import Preprocessing, eval_transform
-from components.evaluate import choose_threshold, classification_metrics, gate_failures
+from components.evaluate import choose_threshold, classification_metrics, gate_failures, is_faithful
 from components.train import lr_lambda, split_rows
 
 
@@ -51,6 +51,21 @@ def test_metrics_at_a_threshold() -> None:
 )
 def test_quality_gate_names_metric_value_and_bar(accuracy: float, f1: float, failures: list[str]) -> None:
     assert gate_failures({"accuracy": accuracy, "f1": f1}, QualityGate()) == failures
+
+
+@pytest.mark.parametrize(
+    ("auc", "accuracy", "faithful"),
+    [
+        (0.9400, 0.800, True),  # identical
+        (0.9419, 0.795, True),  # AUC +0.0019 and accuracy -0.5 points: at the edge, still in
+        (0.9425, 0.800, False),  # AUC better by 0.0025: a different model, even if it looks better
+        (0.9370, 0.800, False),  # AUC worse by 0.003
+        (0.9400, 0.790, False),  # accuracy 1 point lower
+        (0.9400, 0.810, False),  # accuracy 1 point higher
+    ],
+)
+def test_a_reduced_precision_variant_must_stay_close_to_fp32(auc: float, accuracy: float, faithful: bool) -> None:
+    assert is_faithful({"roc_auc": auc, "accuracy": accuracy}, {"roc_auc": 0.94, "accuracy": 0.80}) is faithful
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
