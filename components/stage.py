@@ -14,7 +14,7 @@ from kfp.dsl.component_decorator import component
 from kfp.dsl.python_component import PythonComponent
 
 # The container image every pipeline step runs in on a cluster; the local runner ignores it.
-COMPONENT_IMAGE = "apd-component:0.1.0"
+COMPONENT_IMAGE = "apd-components:0.1.0"
 
 
 def stage(func: Callable[..., Any]) -> PythonComponent:

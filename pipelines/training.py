@@ -1,4 +1,4 @@
-"""The training pipeline: ingest -> validate -> train -> evaluate -> register.
+"""The training pipeline: ingest -> validate -> train -> evaluate -> register -> deploy (a canary, off by default).
 
 The same definition runs under KFP's local runner (``apd pipeline run --local``) and on Kubeflow Pipelines
 (``apd pipeline compile`` writes the YAML the Kubeflow UI uploads; ``apd pipeline submit`` sends it to a host).
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl import Markdown
 
+from components.deploy import deploy
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register import register
@@ -59,6 +60,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         seed: int = 42,
         min_accuracy: float = 0.85,
         min_f1: float = 0.80,
+        canary_percent: int = 0,
     ) -> Markdown:
         """Returns the evaluation report (metrics, gate, comparison with the champion).
 
@@ -85,6 +87,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             seed: Training: seed.
             min_accuracy: Quality gate: lowest test accuracy.
             min_f1: Quality gate: lowest test F1.
+            canary_percent: Deploy: share of requests (percent) the new version gets as a KServe canary; 0 (the
+                default) only registers it.
         """
         ingested = ingest(source=source, image_column=image_column, label_column=label_column, label_map=label_map)
         validated = validate(
@@ -120,13 +124,14 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             min_accuracy=min_accuracy,
             min_f1=min_f1,
         )
-        register(
+        registered = register(
             dataset=ingested.outputs["dataset"],
             model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"],
             exported=evaluated.outputs["exported"],
             run_id=trained.outputs["Output"],
         )
+        deploy(model_version=registered.outputs["Output"], canary_percent=canary_percent)
         return evaluated.outputs["report"]
 
     return training_pipeline

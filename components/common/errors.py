@@ -36,3 +36,8 @@ class InvalidParameterError(DetectorError, ValueError):
 
 class InvalidRequestError(DetectorError):
     """An inference request of the wrong shape: malformed body, bad base64, wrong datatype, empty or oversized batch."""
+
+
+class DeployError(DetectorError):
+    """A rollout that cannot be done: unknown model version, a source KServe cannot read, missing or forbidden
+    InferenceService, or a canary state the command does not apply to. The message says what to do instead."""

