@@ -92,12 +92,16 @@ def _onnxruntime_engine(path: Path, threads: int) -> Engine:
 def _openvino_engine(path: Path, precision_hint: str, threads: int) -> Engine:
     import openvino
 
-    # The precision hint is explicit: OpenVINO's default on a CPU with bf16 support is bf16, not fp32.
-    compiled = openvino.Core().compile_model(
-        str(path),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
-    )
+    config = {
+        # Explicit: OpenVINO's default on a CPU with bf16 support is bf16, not fp32.
+        "INFERENCE_PRECISION_HINT": precision_hint,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        # Pinned threads of two worker processes land on the same core (2 workers x 1 thread ran at the speed of
+        # one here), and a pod's CPU quota is no set of cores to pin to.
+        "ENABLE_CPU_PINNING": False,
+    }
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -109,6 +113,7 @@ def _openvino_engine(path: Path, precision_hint: str, threads: int) -> Engine:
 
 def quantize_int8(onnx_path: Path, out_path: Path, calibration: Iterable[np.ndarray]) -> None:
     """Static int8 quantization of ``onnx_path`` (QDQ: uint8 activations, per-channel int8 weights, MinMax)."""
+    import logging
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -122,15 +127,21 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: Iterable[np.ndar
             batch = next(self.batches, None)
             return None if batch is None else {"images": batch}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            Batches(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
+    root = logging.getLogger()  # the quantizer logs one INFO line per rescaled bias through the root logger
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
+    finally:
+        root.setLevel(level)

@@ -5,8 +5,10 @@
   raw bytes) at concurrency 1, 4 and 16, by one worker with both cores and by two REST workers with one each;
   p50/p95/p99 latency and images/s per cell. The client runs in its own process (tritonclient.grpc cannot share
   one with kserve) and shares the 2 cores: its CPU use is printed.
-- Raw: the same model's decode + preprocess + inference in this process, batch 1, with ONNX Runtime (what the
-  server runs) and with torch eager.
+- Raw: the same model's decode + preprocess + inference in this process, batch 1, with every inference variant
+  (runtime/precision, ``common.runtimes``; the server runs OpenVINO fp32 by default) including torch eager; and
+  inference alone at batch 1 and 16. Variants the model's evaluation did not enable are measured too, marked so.
+- Served variants beyond the default: each extra variant the model enables (bf16, int8), 2 MP, REST and gRPC.
 
 Run with ``make bench-serving``; prints figures, asserts nothing. Uses the registered champion when there is one
 (``models:/apd-detector@champion`` in the local MLflow), else an untrained detector of the same architecture.
@@ -28,9 +30,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.common.runtimes import EXACT_VARIANTS, VARIANTS
+
 PHOTO = Path("/usr/share/backgrounds/Dragonfly_by_Bolly.jpg")  # 4224x3168, from lomiri-wallpapers-16.04
 SIZES = {"0.3 MP": (640, 480), "2 MP": (1632, 1224), "12 MP": (4000, 3000)}
 CONCURRENCY = (1, 4, 16)
+DEFAULT = "openvino/fp32"  # what `apd serve` runs unless told otherwise
 
 
 def client(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> None:
@@ -89,8 +94,9 @@ def _model_folder(folder: Path) -> tuple[str, str]:
     """The champion when one is registered locally, else an untrained detector packaged like a registered one."""
     from mlflow.exceptions import MlflowException
 
-    from components.common.artifact import ONNX_FILE, ArtifactConfig, export_onnx, fetch_artifact, write_artifact
+    from components.common.artifact import ArtifactConfig, export_onnx, fetch_artifact, write_artifact
     from components.common.model import ModelConfig, build_model, save_checkpoint
+    from components.common.runtimes import ONNX_FILE
     from components.common.settings import Settings
     from components.common.tracking import setup_tracking
 
@@ -106,13 +112,20 @@ def _model_folder(folder: Path) -> tuple[str, str]:
         return str(folder / "untrained"), "untrained tf_efficientnet_lite0"
 
 
-def raw_throughput(model_dir: str, images: dict[str, Path], runtime: str, rounds: int) -> dict[str, float]:
-    """Images/s of decode + preprocess + inference at batch 1, in this process."""
+def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds: int) -> dict[str, float]:
+    """Images/s of decode + preprocess + inference at batch 1 in this process, and of inference alone at 1 and 16."""
+    import numpy as np
+    import torch
+
+    from components.common.runtimes import open_engine
     from components.common.settings import ImageLimits, ServingSettings
     from serving.detector import DetectorModel
 
-    model = DetectorModel(ServingSettings(model_uri=model_dir, runtime=runtime), ImageLimits())  # type: ignore[arg-type]
+    model = DetectorModel(ServingSettings(model_uri=model_dir, runtime="torch"), ImageLimits())
     model.load()
+    runtime, precision = variant.split("/")
+    # Swapped in directly, so that variants the evaluation did not enable are measured as well.
+    model.engine = open_engine(Path(model_dir), runtime, precision, torch.get_num_threads(), model.net)
     rates = {}
     for name, path in images.items():
         data = path.read_bytes()
@@ -122,6 +135,16 @@ def raw_throughput(model_dir: str, images: dict[str, Path], runtime: str, rounds
         for _ in range(count):
             model.score([data])
         rates[name] = count / (time.perf_counter() - started)
+    assert model.config is not None
+    side = model.config.model.preprocessing.image_size
+    for batch in (1, 16):
+        tensor = np.random.default_rng(0).random((batch, 3, side, side), dtype=np.float32)
+        model.engine(tensor)
+        count = max(2, rounds * 2 // batch)
+        started = time.perf_counter()
+        for _ in range(count):
+            model.engine(tensor)
+        rates[f"infer b{batch}"] = count * batch / (time.perf_counter() - started)
     return rates
 
 
@@ -155,33 +178,47 @@ def main() -> None:
         root = Path(tmp)
         images = _jpegs(root)
         model_dir, described = _model_folder(root)
-        raw = {runtime: raw_throughput(model_dir, images, runtime, 30) for runtime in ("onnxruntime", "torch")}
-        print(f"model: {described}; server: apd serve (KServe ModelServer, ONNX Runtime)")
-        print("raw in-process, batch 1 (decode + preprocess + inference), images/s:")
-        for runtime, rates in raw.items():
-            print(f"  {runtime:<12} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()))
+        raw = {v: raw_throughput(model_dir, images, v, 30) for v in VARIANTS if _has_files(model_dir, v)}
+        enabled = json.loads((Path(model_dir) / "config.json").read_text()).get("variants", EXACT_VARIANTS)
+        print(f"model: {described}; server: apd serve (KServe ModelServer), default variant {DEFAULT}")
+        print("raw in-process, images/s: decode + preprocess + inference at batch 1 per image size; inference alone")
+        for variant, rates in raw.items():
+            mark = "" if variant in enabled else "  (not enabled for this model)"
+            print(f"  {variant:<17} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()) + mark)
         print("served over loopback, one image per request:")
-        print(f"  {'server':<20} {'proto':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
+        print(f"  {'server':<32} {'proto':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
               f" {'p95 ms':>7} {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
-        # One worker with both cores for ORT (REST and gRPC), and two REST worker processes with one core each
-        # (KServe runs gRPC in the main process only).
-        for workers, protocols in ((1, ("rest", "grpc")), (2, ("rest",))):
-            with _server(model_dir, workers) as (http, grpc):
+        # The default variant with one worker using both cores (REST and gRPC), and with two REST worker processes
+        # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant.
+        extra = [v for v in enabled if v not in EXACT_VARIANTS]
+        setups = [(DEFAULT, 1, ("rest", "grpc"), images), (DEFAULT, 2, ("rest",), images)]
+        setups += [(v, 1, ("rest", "grpc"), {"2 MP": images["2 MP"]}) for v in extra]
+        for variant, workers, protocols, sized in setups:
+            with _server(model_dir, workers, variant) as (http, grpc):
                 for protocol in protocols:
                     port = http if protocol == "rest" else grpc
-                    for name, path in images.items():
+                    for name, path in sized.items():
                         for concurrency in CONCURRENCY:
-                            label = f"{workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
+                            label = f"{variant}, {workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
                             seconds = args.seconds * (2 if "12" in name else 1)
                             result = _load(protocol, port, path, concurrency, seconds, args.max_requests)
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
                             print(
-                                f"  {label:<20} {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
+                                f"  {label:<32} {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
                                 f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
                                 f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
-                                f" {rate / raw['onnxruntime'][name]:>6.2f}x"
+                                f" {rate / raw[variant][name]:>6.2f}x"
                             )
+
+
+def _has_files(model_dir: str, variant: str) -> bool:
+    from components.common.artifact import WEIGHTS_FILE
+    from components.common.runtimes import INT8_FILE, ONNX_FILE
+
+    runtime, precision = variant.split("/")
+    needed = WEIGHTS_FILE if runtime == "torch" else INT8_FILE if precision == "int8" else ONNX_FILE
+    return (Path(model_dir) / needed).exists()
 
 
 def _load(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> dict:
@@ -195,10 +232,12 @@ def _load(protocol: str, port: int, image: Path, concurrency: int, seconds: floa
 
 
 @contextlib.contextmanager
-def _server(model_dir: str, workers: int) -> Iterator[tuple[int, int]]:
-    """`apd serve` with ``workers`` processes, the 2 cores shared out by OMP_NUM_THREADS; yields (http, grpc)."""
+def _server(model_dir: str, workers: int, variant: str) -> Iterator[tuple[int, int]]:
+    """`apd serve` of ``variant`` with ``workers`` processes sharing out the 2 cores; yields (http, grpc)."""
     http, grpc = free_port(), free_port()
-    env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers)}
+    runtime, precision = variant.split("/")
+    env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers),
+           "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
          "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],
