@@ -44,12 +44,24 @@ class Registration:
     source: str
 
 
-def reference_statistics(dataset_dir: Path, val_predictions: dict[str, float], limits: ImageLimits) -> pd.DataFrame:
-    """Per-image features (the same function the sink and drift job use) + label + prediction, validation split."""
+def reference_statistics(
+    dataset_dir: Path, val_predictions: dict[str, float], config: ArtifactConfig, limits: ImageLimits
+) -> pd.DataFrame:
+    """The drift reference, one row per validation image: the features (the function the sink and the drift job
+    use), the true ``label``, and the model's ``probability``, ``predicted_label`` and ``confidence``."""
     rows = []
     for row in split_rows(read_manifest(dataset_dir), "val").itertuples():
         decoded = decode_image((dataset_dir / row.path).read_bytes(), limits)
-        rows.append({**image_features(decoded), "label": row.label, "probability": val_predictions[str(row.sha256)]})
+        probability = val_predictions[str(row.sha256)]
+        rows.append(
+            {
+                **image_features(decoded),
+                "label": row.label,
+                "probability": probability,
+                "predicted_label": config.label(probability),
+                "confidence": config.confidence(probability),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -96,7 +108,8 @@ def register_model(
         folder = Path(tmp) / ARTIFACT_PATH
         shutil.copytree(exported_dir, folder)  # model.onnx, model.int8.onnx from the evaluate step
         write_artifact(folder, checkpoint_dir / CHECKPOINT_FILE, config, metrics)
-        reference_statistics(dataset_dir, evaluation["val_predictions"], limits).to_parquet(folder / REFERENCE_FILE)
+        reference = reference_statistics(dataset_dir, evaluation["val_predictions"], config, limits)
+        reference.to_parquet(folder / REFERENCE_FILE)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_artifacts(str(folder), artifact_path=ARTIFACT_PATH)
             source = mlflow.get_artifact_uri(ARTIFACT_PATH)

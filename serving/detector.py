@@ -32,18 +32,6 @@ from serving import codec, explain, metrics
 log = structlog.get_logger(__name__)
 
 
-def confidence_band(probability: float, config: ArtifactConfig) -> str:
-    """low / medium / high from the distance to the threshold, relative to the room on that side of it."""
-    threshold = config.threshold
-    room = (1 - threshold) if probability >= threshold else threshold
-    margin = abs(probability - threshold) / room if room > 0 else 1.0
-    if margin >= config.confidence_bands["high"]:
-        return "high"
-    if margin >= config.confidence_bands["medium"]:
-        return "medium"
-    return "low"
-
-
 class DetectorModel(Model):
     """An AI-generated product photo detector behind KServe's v1 and v2 protocols."""
 
@@ -159,11 +147,11 @@ class DetectorModel(Model):
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(images)
         detections = []
         for p in map(float, probabilities):
-            label = self.config.labels[1] if p >= self.config.threshold else self.config.labels[0]
+            label = self.config.label(p)
             metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
             metrics.PROBABILITY.labels(model_version=self.version).observe(p)
             detections.append(
-                codec.Detection(round(p, 6), label, confidence_band(p, self.config), self.version, round(elapsed_ms, 2))
+                codec.Detection(round(p, 6), label, self.config.confidence(p), self.version, round(elapsed_ms, 2))
             )
         return detections
 

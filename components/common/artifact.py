@@ -46,6 +46,24 @@ class ArtifactConfig:
     # runtime/precision variants allowed to serve this model (see common.runtimes); fp32 ones always are.
     variants: tuple[str, ...] = EXACT_VARIANTS
 
+    def label(self, probability: float) -> str:
+        """ai_generated at or above the threshold, else real."""
+        return self.labels[1] if probability >= self.threshold else self.labels[0]
+
+    def margin(self, probability: float) -> float:
+        """Distance to the threshold relative to the room on that side of it: 0 at the threshold, 1 at 0 or 1."""
+        room = (1 - self.threshold) if probability >= self.threshold else self.threshold
+        return abs(probability - self.threshold) / room if room > 0 else 1.0
+
+    def confidence(self, probability: float) -> str:
+        """low / medium / high from ``margin`` and the confidence bands."""
+        margin = self.margin(probability)
+        if margin >= self.confidence_bands["high"]:
+            return "high"
+        if margin >= self.confidence_bands["medium"]:
+            return "medium"
+        return "low"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.to_dict(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -37,6 +38,8 @@ class DecodedImage:
     width: int
     height: int
     num_bytes: int
+    jpeg_quality: float | None = None  # estimated from the luminance quantization table (JPEG only)
+    has_exif: bool = False
 
 
 def _accepted(limits: ImageLimits) -> str:
@@ -112,6 +115,8 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
     """
     img = _open(data, limits)
     header = _check_header(img, limits)
+    quality = estimate_jpeg_quality(getattr(img, "quantization", None)) if header.format == "JPEG" else None
+    has_exif = bool(img.info.get("exif"))
     try:
         if draft_size is not None and header.format == "JPEG":
             # Ask for a box at least draft_size on the shorter side; Pillow picks the largest reduction that fits.
@@ -129,4 +134,36 @@ def decode_image(data: bytes, limits: ImageLimits, draft_size: int | None = None
             f"the {header.format} image is truncated or corrupt ({exc}); send a complete {_accepted(limits)} file",
             reason="corrupt",
         ) from exc
-    return DecodedImage(image=rgb, format=header.format, width=header.width, height=header.height, num_bytes=len(data))
+    return DecodedImage(
+        image=rgb,
+        format=header.format,
+        width=header.width,
+        height=header.height,
+        num_bytes=len(data),
+        jpeg_quality=quality,
+        has_exif=has_exif,
+    )
+
+
+# The IJG (libjpeg) standard luminance quantization table, in natural order, scaled by quality when encoding.
+_IJG_LUMINANCE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def estimate_jpeg_quality(tables: dict[int, Any] | None) -> float | None:
+    """The IJG quality (1-100) whose scaled luminance table best matches the file's, or None without tables.
+
+    Encoders scale the standard table by ``s = 5000 / q`` (q < 50) or ``200 - 2 q`` percent; inverting the mean
+    scale recovers q for libjpeg-family encoders and gives a comparable figure for others.
+    """
+    if not tables or 0 not in tables:
+        return None
+    table = list(tables[0])
+    if len(table) != 64:
+        return None
+    scale = sum(100.0 * q / ref for q, ref in zip(table, _IJG_LUMINANCE, strict=True)) / 64  # same order as Pillow
+    quality = (200.0 - scale) / 2 if scale <= 100 else 5000.0 / scale
+    return float(min(100.0, max(1.0, quality)))

@@ -99,7 +99,9 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     assert config.dataset_version == dataset_version
     reference = pd.read_parquet(folder / REFERENCE_FILE)
     assert len(reference) == 12  # the validation split
-    assert {"brightness", "sharpness", "probability", "label"} <= set(reference.columns)
+    assert {"brightness", "jpeg_quality", "format", "probability", "label", "predicted_label", "confidence"} <= set(
+        reference.columns
+    )
     run = client.get_run(version.run_id)
     assert {"test_accuracy", "test_f1", "threshold", "val_loss", "train_loss"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
