@@ -8,10 +8,14 @@
     apd pipeline compile               write pipelines/training.yaml for the Kubeflow UI
     apd serve [--model_uri URI] [KServe ModelServer flags]
                                        serve a registered model with KServe (v1/v2 REST, v2 gRPC)
+    apd sink [--port 8080] [--host 0.0.0.0]
+                                       receive KServe's payload-logger events, write Parquet records to S3
     apd pipeline submit --host URL --source SOURCE [--schedule CRON]
                                        start a run (or a recurring run) on Kubeflow Pipelines
     apd rollout canary --version N [--percent 10] | canary --percent 50 | promote | rollback [--restore] | status
                                        roll a registered model version out to the KServe InferenceService
+    apd drift run [--model-version V | --alias champion] [--endpoint default] [--window-hours 24] [--pushgateway URL]
+                                       compare live records with the model's reference (exit 3: drift alert)
 
 Configuration comes from ``APD_*`` environment variables (see ``components/common/settings.py``).
 """
@@ -31,7 +35,13 @@ def _data_demo(args: argparse.Namespace, settings: Settings) -> int:
     from components.common.demo_data import build_demo_dataset
 
     out = args.out or settings.data_dir / "demo"
-    summary = build_demo_dataset(out, seed=settings.seed, crops_per_photo=args.crops_per_photo)
+    summary = build_demo_dataset(
+        out,
+        seed=settings.seed,
+        crops_per_photo=args.crops_per_photo,
+        generator=args.generator,
+        first_crop=args.first_crop,
+    )
     state = "reused (cached)" if summary.cached else f"built in {summary.seconds:.0f} s"
     print(f"demo dataset {state}: {summary.images} images from {summary.photos} photos in {summary.out_dir}")
     return 0
@@ -163,21 +173,86 @@ def _rollout(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sink(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.sink import run_sink
+
+    run_sink(settings, args.host, args.port)
+    return 0
+
+
+def _add_serving(commands: Any) -> None:
+    """``apd serve`` (its flags are KServe's, parsed in serving/server.py) and ``apd sink``."""
+    commands.add_parser("serve", help="serve a model with KServe's ModelServer (see apd serve --help)")
+    sink = commands.add_parser("sink", help="the payload sink: KServe logger CloudEvents -> Parquet records on S3")
+    sink.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
+    sink.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")  # noqa: S104 (a pod)
+    sink.set_defaults(func=_sink)
+
+
+def _drift_run(args: argparse.Namespace, settings: Settings) -> int:
+    """``apd drift run``: the table of signals and the verdict; exit 3 when the alert fires, else 0."""
+    from components.drift import ALERT_EXIT_CODE, run_drift
+
+    update: dict[str, object] = {}
+    if args.window_hours is not None:
+        update["window_hours"] = args.window_hours
+    if args.pushgateway:
+        update["pushgateway_url"] = args.pushgateway
+    drift = settings.drift.model_copy(update=update)
+    result = run_drift(
+        drift,
+        settings.s3,
+        settings.mlflow,
+        settings.sink.bucket,
+        settings.sink.prefix,
+        settings.mlflow.model_name,
+        args.model_version,
+        args.alias,
+        args.endpoint,
+        args.start,
+        args.end,
+    )
+    print(result.to_text(drift))
+    return ALERT_EXIT_CODE if result.alert else 0
+
+
+def _add_drift(commands: Any) -> None:
+    """``apd drift run``: the drift job (a CronJob's command, or by hand)."""
+    from datetime import datetime
+
+    drift = commands.add_parser("drift", help="drift monitoring of the served model")
+    run = drift.add_subparsers(dest="drift_command", required=True).add_parser(
+        "run", help="compare the sink's live records with the model version's reference; exit 3 when the alert fires"
+    )
+    version = run.add_mutually_exclusive_group()
+    version.add_argument("--model-version", help="registered model version (default: the one --alias points at)")
+    version.add_argument("--alias", default="champion", help="registry alias (default: champion)")
+    run.add_argument("--endpoint", default="default", help="InferenceService component: default or canary")
+    run.add_argument("--window-hours", type=float, help="the last N hours (default: $APD_DRIFT__WINDOW_HOURS or 24)")
+    run.add_argument("--start", type=datetime.fromisoformat, help="window start, ISO 8601 (UTC when no offset)")
+    run.add_argument("--end", type=datetime.fromisoformat, help="window end, exclusive (default: now)")
+    run.add_argument("--pushgateway", help="Pushgateway URL for the gauges (default: $APD_DRIFT__PUSHGATEWAY_URL)")
+    run.set_defaults(func=_drift_run)
+
+
 def _add_source_columns(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-column", default="image", help="Parquet sources: the image column")
     parser.add_argument("--label-column", default="label", help="Parquet sources: the label column")
     parser.add_argument("--label-map", default="", help="Parquet sources: e.g. '0=ai_generated,1=real'")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat block per command group reads best)
     parser = argparse.ArgumentParser(prog="apd", description="AI Product-photo Detector.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve a model with KServe's ModelServer (see apd serve --help)")
+    _add_serving(commands)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     demo = data.add_parser("demo", help="build the offline demo dataset (cached)")
     demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
     demo.add_argument("--crops-per-photo", type=int, default=12, help="crops taken from each source photo")
+    demo.add_argument("--generator", default="x4plus", help="how ai_generated twins are made: x4plus (the default), "
+                      "animevideov3-downsampled (the incident drill's new generator)")  # fmt: skip
+    demo.add_argument("--first-crop", type=int, default=0, help="skip this many crops per photo (fresh crops)")
     demo.set_defaults(func=_data_demo)
 
     ingest = commands.add_parser("ingest", help="ingest a labelled image collection")
@@ -236,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=_rollout, dry_run=False)
     for sub in (start, promote, rollback):
         sub.add_argument("--dry-run", action="store_true", help="print the patch without sending it")
+    _add_drift(commands)
     return parser
 
 

