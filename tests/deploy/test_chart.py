@@ -419,15 +419,15 @@ def test_alerts_fire_on_synthetic_series(helm: Helm, promtool: str, tmp_path: Pa
                 "alert_rule_test": [
                     {
                         "eval_time": "30m",
-                        "alertname": "APDHighPredictLatencyP95",
-                        "exp_alerts": [_expected_alert(rules, "APDHighPredictLatencyP95", "1s")],
+                        "alertname": "ApdHighPredictLatencyP95",
+                        "exp_alerts": [_expected_alert(rules, "ApdHighPredictLatencyP95", "1s")],
                     },
                     {
                         "eval_time": "35m",
-                        "alertname": "APDHighInvalidRequestRatio",
-                        "exp_alerts": [_expected_alert(rules, "APDHighInvalidRequestRatio", "50%")],
+                        "alertname": "ApdHighInvalidRequestRatio",
+                        "exp_alerts": [_expected_alert(rules, "ApdHighInvalidRequestRatio", "50%")],
                     },
-                    {"eval_time": "30m", "alertname": "APDPredictorDown", "exp_alerts": []},
+                    {"eval_time": "30m", "alertname": "ApdPredictorDown", "exp_alerts": []},
                 ],
             }
         ],

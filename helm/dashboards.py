@@ -1,0 +1,495 @@
+"""The detector's Grafana dashboard as code (grafana-foundation-sdk), written to helm/apd/dashboards/apd-detector.json.
+
+The chart ships every JSON in that folder in a ConfigMap for Grafana's dashboard sidecar; the JSON is generated
+from this file and committed. The drift thresholds drawn on the panels are the chart's default alert thresholds
+(values.yaml ``monitoring.rules.drift``), read at build time so the lines match the alerts of a default install.
+
+    python helm/dashboards.py          # rewrite the committed JSON
+    python helm/dashboards.py --check  # exit 1 when the committed JSON differs from a fresh build (CI)
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    Threshold,
+    ThresholdsMode,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "helm" / "apd"
+OUTPUT = CHART / "dashboards" / "apd-detector.json"
+REGENERATE = "python helm/dashboards.py"
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Label filters of each family of series; the variables are multi-value, hence the regex matchers.
+SERVING = 'namespace=~"$namespace"'
+VERSIONED = 'namespace=~"$namespace", model_version=~"$model_version"'
+DRIFT = 'job="apd-drift", namespace=~"$namespace", model_version=~"$model_version", endpoint=~"$endpoint"'
+SINK = 'namespace=~"$namespace"'
+RATE = "$__rate_interval"
+
+BASE_STEP = -1e9  # value of the first threshold step (see steps())
+WIDE, THIRD, QUARTER = 12, 8, 6
+TALL, SHORT = 8, 4
+
+
+def drift_thresholds() -> dict[str, Any]:
+    """The chart's default drift alert thresholds (values.yaml monitoring.rules.drift)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    return dict(values["monitoring"]["rules"]["drift"])
+
+
+def query(expr: str, legend: str, ref_id: str, *, heatmap: bool = False) -> prometheus.Dataquery:
+    target = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref_id).range()
+    # Grafana turns the cumulative `le` buckets of a "heatmap" query into the count of each bucket.
+    return target.format(PromQueryFormat.HEATMAP) if heatmap else target
+
+
+def quantiles(histogram: str, selector: str, label: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[Any]:
+    """p50/p95/p99 (or ``qs``) of a Prometheus histogram, one query each."""
+    return [
+        query(
+            f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{{selector}}}[{RATE}])))",
+            f"{label} p{round(q * 100)}",
+            f"{label}-p{round(q * 100)}",
+        )
+        for q in qs
+    ]
+
+
+def steps(base: str, *pairs: tuple[float, str]) -> dash.ThresholdsConfig:
+    """Absolute thresholds: the ``base`` colour, then (value, colour) steps.
+
+    Grafana writes the base step's value as null (-Infinity), which the 11.6 JSON schema refuses (it wants a
+    number). Grafana takes the first step as the base whatever its value, so ``BASE_STEP``, below every value
+    these panels show, keeps the file valid without changing what is drawn.
+    """
+    return (
+        dash.ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(BASE_STEP, base), *(Threshold(v, c) for v, c in pairs)])
+    )
+
+
+def panel_timeseries(
+    title: str,
+    description: str,
+    targets: list[Any],
+    *,
+    unit: str = "short",
+    width: int = THIRD,
+    stacked: bool = False,
+    percent: bool = False,
+    bars: bool = False,
+    thresholds: dash.ThresholdsConfig | None = None,
+    minimum: float | None = None,
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .unit(unit)
+        .span(width)
+        .height(TALL)
+        .line_width(1)
+        .fill_opacity(60 if bars else (25 if stacked else 10))
+        .legend(
+            common_builders.VizLegendOptions()
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+            .show_legend(True)
+        )
+        .tooltip(
+            common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING)
+        )
+    )
+    if bars:
+        panel = panel.draw_style(common.GraphDrawStyle.BARS)
+    if stacked or percent:
+        mode = common.StackingMode.PERCENT if percent else common.StackingMode.NORMAL
+        panel = panel.stacking(common_builders.StackingConfig().mode(mode))
+    if thresholds is not None:
+        style = common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
+        panel = panel.thresholds(thresholds).thresholds_style(style)
+    if minimum is not None:
+        panel = panel.min(minimum)
+    return panel
+
+
+def panel_stat(
+    title: str,
+    description: str,
+    target: prometheus.Dataquery,
+    *,
+    unit: str = "short",
+    thresholds: dash.ThresholdsConfig | None = None,
+    mappings: list[Any] | None = None,
+    width: int = QUARTER,
+) -> stat.Panel:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(target)
+        .unit(unit)
+        .span(width)
+        .height(SHORT)
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(thresholds or steps("green"))
+    )
+    if mappings:
+        panel = panel.mappings(mappings)
+    return panel
+
+
+def variable(name: str, label: str, expr: str) -> dash.QueryVariable:
+    """A multi-value Prometheus label variable; "All" matches every value, including ones the query did not list."""
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(expr)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.NATURAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+
+
+def serving_row() -> list[Any]:
+    requests = f"request_predict_seconds_count{{{SERVING}}}"
+    return [
+        panel_timeseries(
+            "Requests/s",
+            "Predict and explain requests per second that reached the model (KServe's request_*_seconds).",
+            [
+                query(f"sum(rate({requests}[{RATE}]))", "predict", "predict"),
+                query(f"sum(rate(request_explain_seconds_count{{{SERVING}}}[{RATE}]))", "explain", "explain"),
+            ],
+            unit="reqps",
+        ),
+        panel_timeseries(
+            "Default vs canary",
+            "Requests/s per Knative revision (the PodMonitor's `revision` label: the canary is the newer revision) "
+            "and images/s per model version, which splits both deployment modes.",
+            [
+                query(f"sum by (revision) (rate({requests}[{RATE}]))", "requests {{revision}}", "revision"),
+                query(
+                    f"sum by (model_version) (rate(apd_predictions_total{{{VERSIONED}}}[{RATE}]))",
+                    "images v{{model_version}}",
+                    "version",
+                ),
+            ],
+            unit="reqps",
+        ),
+        panel_timeseries(
+            "Predict latency",
+            "Quantiles of KServe's request_predict_seconds (decode, preprocess and the network, per request).",
+            quantiles("request_predict_seconds", SERVING, "predict"),
+            unit="s",
+        ),
+        panel_timeseries(
+            "Errors by code",
+            "400: requests rejected as invalid input, by reason (apd_invalid_requests_total). "
+            "5xx: server errors counted by Knative's queue-proxy (Serverless mode only).",
+            [
+                query(
+                    f"sum by (reason) (rate(apd_invalid_requests_total{{{SERVING}}}[{RATE}]))", "400 {{reason}}", "400"
+                ),
+                query(
+                    f'sum by (revision_name) (rate(revision_app_request_count{{{SERVING}, response_code_class="5xx"}}'
+                    f"[{RATE}]))",
+                    "5xx {{revision_name}}",
+                    "5xx",
+                ),
+            ],
+            unit="reqps",
+            stacked=True,
+        ),
+        panel_timeseries(
+            "Predictions by label",
+            "Images scored per second, by predicted label.",
+            [
+                query(f"sum by (label) (rate(apd_predictions_total{{{VERSIONED}}}[{RATE}]))", "{{label}}", "label"),
+            ],
+            unit="ops",
+            stacked=True,
+        ),
+        panel_timeseries(
+            "Probability distribution",
+            "Share of images per bucket of the predicted probability of being AI-generated (apd_probability, "
+            "buckets of 0.1; the legend is each bucket's upper bound). Mass in the middle buckets = unsure model.",
+            [
+                query(
+                    f"sum by (le) (increase(apd_probability_bucket{{{VERSIONED}}}[{RATE}]))",
+                    "{{le}}",
+                    "buckets",
+                    heatmap=True,
+                )
+            ],
+            unit="short",
+            percent=True,
+            bars=True,
+        ),
+        panel_timeseries(
+            "Decode + preprocess and inference time",
+            "apd_preprocess_seconds: one image's decode and transforms; apd_inference_seconds: one batch through "
+            "the network.",
+            [
+                *quantiles("apd_preprocess_seconds", SERVING, "preprocess", (0.5, 0.95)),
+                *quantiles("apd_inference_seconds", SERVING, "inference", (0.5, 0.95)),
+            ],
+            unit="s",
+            width=WIDE,
+        ),
+        panel_timeseries(
+            "Image size",
+            "Size of the received images (apd_image_bytes): large uploads explain slow decoding.",
+            quantiles("apd_image_bytes", SERVING, "size", (0.5, 0.95)),
+            unit="bytes",
+            width=WIDE,
+        ),
+    ]
+
+
+def drift_row(limits: dict[str, Any]) -> list[Any]:
+    share, drop, shift = limits["share"], limits["confidenceDrop"], limits["meanProbabilityShift"]
+    stale = limits["staleAfterSeconds"]
+    legend = "v{{model_version}} {{endpoint}}"
+    ok_alert = [
+        ValueMap(
+            {
+                "0": ValueMappingResult(text="OK", color="green", index=0),
+                "1": ValueMappingResult(text="ALERT", color="red", index=1),
+            }
+        )
+    ]
+    return [
+        panel_stat(
+            "Time since last drift run",
+            f"Age of the newest drift run; ApdDriftJobStale fires after {stale} s.",
+            query(f"time() - max(apd_drift_last_run_timestamp_seconds{{{DRIFT}}})", "age", "age"),
+            unit="s",
+            thresholds=steps("green", (stale / 2, "orange"), (stale, "red")),
+        ),
+        panel_stat(
+            "Records in window",
+            "Payload records the latest run compared with the reference, per model version and endpoint.",
+            query(f"apd_drift_records{{{DRIFT}}}", legend, "records"),
+        ),
+        panel_stat(
+            "Dataset drift detected",
+            "The latest run's dataset-level verdict (apd_drift_detected).",
+            query(f"max(apd_drift_detected{{{DRIFT}}})", "detected", "detected"),
+            mappings=ok_alert,
+            thresholds=steps("green", (1, "red")),
+        ),
+        panel_stat(
+            "Drift alert",
+            "The drift job's overall verdict (apd_drift_alert); ApdPredictionDrift fires on it too.",
+            query(f"max(apd_drift_alert{{{DRIFT}}})", "alert", "alert"),
+            mappings=ok_alert,
+            thresholds=steps("green", (1, "red")),
+        ),
+        panel_timeseries(
+            "Drift share",
+            f"Share of image features drifted from the reference, per run; ApdDataDrift fires at {share}.",
+            [query(f"apd_drift_share{{{DRIFT}}}", legend, "share")],
+            unit="percentunit",
+            thresholds=steps("green", (share, "red")),
+            minimum=0,
+        ),
+        panel_timeseries(
+            "Confidence drop",
+            "Relative drop of the predictions' mean margin to the decision threshold from the reference's; "
+            f"ApdConfidenceDrop fires above {drop} (the condition of the original incident).",
+            [query(f"apd_drift_confidence_drop{{{DRIFT}}}", legend, "drop")],
+            unit="percentunit",
+            thresholds=steps("green", (drop, "red")),
+        ),
+        panel_timeseries(
+            "Mean probability shift",
+            f"Mean predicted probability, current minus reference; ApdPredictionDrift fires at +/-{shift}.",
+            [query(f"apd_drift_mean_probability_shift{{{DRIFT}}}", legend, "shift")],
+            thresholds=steps("red", (-shift, "green"), (shift, "red")),
+        ),
+        panel_timeseries(
+            "Low-confidence ratio",
+            "Share of predictions the model is unsure about, current window against the reference.",
+            [
+                query(f"apd_drift_low_confidence_ratio{{{DRIFT}}}", "current " + legend, "current"),
+                query(f"apd_drift_low_confidence_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
+            ],
+            unit="percentunit",
+            width=WIDE,
+            minimum=0,
+        ),
+        panel_timeseries(
+            "AI-generated ratio",
+            "Share of images predicted ai_generated, current window against the reference.",
+            [
+                query(f"apd_drift_ai_generated_ratio{{{DRIFT}}}", "current " + legend, "current"),
+                query(f"apd_drift_ai_generated_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
+            ],
+            unit="percentunit",
+            width=WIDE,
+            minimum=0,
+        ),
+        panel_timeseries(
+            "Per-feature drift score",
+            "Drift score of each image feature (apd_drift_feature_score) and of the predicted probability "
+            "(apd_drift_probability_drift_score).",
+            [
+                query(f"apd_drift_feature_score{{{DRIFT}}}", "{{feature}} " + legend, "feature"),
+                query(f"apd_drift_probability_drift_score{{{DRIFT}}}", "probability " + legend, "probability"),
+            ],
+            width=WIDE,
+        ),
+        panel_timeseries(
+            "Drifted features",
+            "How many image features each run marked drifted (apd_drift_feature_detected).",
+            [query(f"sum by (model_version, endpoint) (apd_drift_feature_detected{{{DRIFT}}})", legend, "drifted")],
+            width=WIDE,
+            minimum=0,
+        ),
+    ]
+
+
+def sink_row() -> list[Any]:
+    return [
+        panel_timeseries(
+            "Sink events/s",
+            "CloudEvents received from the predictor's logger, by type, and records written to S3.",
+            [
+                query(f"sum by (type) (rate(apd_sink_events_total{{{SINK}}}[{RATE}]))", "{{type}}", "events"),
+                query(f"sum(rate(apd_sink_records_written_total{{{SINK}}}[{RATE}]))", "records written", "written"),
+            ],
+            unit="ops",
+        ),
+        panel_timeseries(
+            "Rejected, duplicate and unpaired events",
+            "Events the sink refused (by reason), dropped as duplicates, or whose request and response never paired.",
+            [
+                query(
+                    f"sum by (reason) (rate(apd_sink_rejected_total{{{SINK}}}[{RATE}]))", "rejected {{reason}}", "rej"
+                ),
+                query(f"sum(rate(apd_sink_duplicates_total{{{SINK}}}[{RATE}]))", "duplicates", "dup"),
+                query(f"sum(rate(apd_sink_unpaired_total{{{SINK}}}[{RATE}]))", "unpaired", "unpaired"),
+            ],
+            unit="ops",
+            stacked=True,
+        ),
+        panel_timeseries(
+            "WAL backlog",
+            "Events in the write-ahead log not yet written to S3, per sink pod; ApdSinkBacklog fires when it "
+            "grows by more than a tenth of the events received, for 10 minutes.",
+            [query(f"sum by (pod) (apd_sink_wal_events{{{SINK}}})", "{{pod}}", "wal")],
+            minimum=0,
+        ),
+        panel_timeseries(
+            "S3 errors",
+            "Failed S3 writes per second, per sink pod; ApdSinkS3Errors fires when they go on for 10 minutes.",
+            [query(f"sum by (pod) (rate(apd_sink_s3_errors_total{{{SINK}}}[{RATE}]))", "{{pod}}", "errors")],
+            unit="ops",
+            width=WIDE,
+        ),
+        panel_timeseries(
+            "Flush time",
+            "Time to write one Parquet file of records to S3, retries included (apd_sink_flush_seconds).",
+            quantiles("apd_sink_flush_seconds", SINK, "flush", (0.5, 0.95)),
+            unit="s",
+            width=WIDE,
+        ),
+    ]
+
+
+def build() -> dict[str, Any]:
+    """The dashboard model as Grafana's JSON (a plain dict)."""
+    builder = (
+        dash.Dashboard("AI Product Photo Detector")
+        .uid("apd-detector")
+        .description(
+            "Serving, drift and payload sink of the AI product photo detector (generated by helm/dashboards.py)."
+        )
+        .tags(["apd", "kserve", "drift"])
+        .readonly()
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("utc")
+        .with_variable(dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+        .with_variable(variable("namespace", "Namespace", "label_values(request_predict_seconds_count, namespace)"))
+        .with_variable(
+            variable(
+                "model_version",
+                "Model version",
+                'label_values(apd_predictions_total{namespace=~"$namespace"}, model_version)',
+            )
+        )
+        .with_variable(
+            variable(
+                "endpoint",
+                "Drift endpoint",
+                'label_values(apd_drift_share{job="apd-drift", namespace=~"$namespace"}, endpoint)',
+            )
+        )
+    )
+    for title, panels in (
+        ("Serving", serving_row()),
+        ("Drift", drift_row(drift_thresholds())),
+        ("Payload sink", sink_row()),
+    ):
+        builder = builder.with_row(dash.Row(title))
+        for panel in panels:
+            builder = builder.with_panel(panel)
+    model: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    for number, panel in enumerate(model["panels"], start=1):  # stable ids, in layout order
+        panel["id"] = number
+    return model
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    shown = OUTPUT.relative_to(REPO) if OUTPUT.is_relative_to(REPO) else OUTPUT
+    if args.check:
+        if not OUTPUT.is_file() or OUTPUT.read_text() != text:
+            print(f"{shown} is stale: regenerate it with `{REGENERATE}`")
+            return 1
+        return 0
+    OUTPUT.write_text(text)
+    print(f"wrote {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
