@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving helm manifests dashboards clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink helm manifests dashboards clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ bench: install ## Print the benchmarks' figures (decoding, ingest, validate, tra
 
 bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput
 	$(RUN) $(PY) tests/bench/bench_serving.py
+
+bench-sink: install ## Load-test `apd sink` (HTTP CloudEvents -> write-ahead log -> S3), with a 30 s S3 outage
+	$(PY) tests/bench/bench_sink.py
 
 clean: ## Remove local outputs (keeps .venv and the cached demo dataset)
 	rm -rf local_outputs .pytest_cache .mypy_cache .ruff_cache

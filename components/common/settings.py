@@ -109,6 +109,62 @@ class ServingSettings(BaseModel):
     )
 
 
+class SinkSettings(BaseModel):
+    """The payload sink (``apd sink``): KServe logger CloudEvents -> write-ahead log -> Parquet records on S3."""
+
+    bucket: str = Field(default="apd-payloads", description="Bucket of the records (created when missing).")
+    prefix: str = Field(
+        default="records",
+        description="Key prefix of the records: <prefix>/date=YYYY-MM-DD/model=<name>/version=<v>/part-<uuid>.parquet.",
+    )
+    images_prefix: str = Field(
+        default="images", description="Key prefix of the raw images when keep_images is on: <prefix>/<sha256>.<ext>."
+    )
+    keep_images: bool = Field(default=False, description="Also store each received image, keyed by its sha256.")
+    wal_dir: Path = Field(
+        default=Path("data/sink-wal"),
+        description="Write-ahead log folder: every accepted event is fsynced here before the sink answers, and stays "
+        "until its records are on S3; replayed on start. Put it on a persistent volume.",
+    )
+    flush_records: int = Field(
+        default=2000, ge=1, description="Records per Parquet file: a partition is written at this."
+    )
+    flush_seconds: float = Field(
+        default=5.0, gt=0, description="A partition's records are written at the latest this long after the first."
+    )
+    pair_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a request waits for its response (and back) before it is written "
+        "alone, with paired=false.",
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=1,
+        description="Upload attempts of one Parquet file before it is set aside and tried again "
+        "after backoff_max_seconds; nothing is dropped, its events stay in the write-ahead log.",
+    )
+    backoff_seconds: float = Field(
+        default=0.5, gt=0, description="Wait before the first upload retry; doubles each time."
+    )
+    backoff_max_seconds: float = Field(default=30.0, gt=0, description="Longest wait between upload retries.")
+    workers: int = Field(
+        default=2,
+        ge=0,
+        description="Processes that decode images and compute their features (niced, so accepting "
+        "events comes first); 0: one thread of the sink process.",
+    )
+    dedup_ids: int = Field(
+        default=500_000,
+        ge=1000,
+        description="Written events remembered (ce-id and type, kept in the write-ahead log "
+        "folder across restarts) to drop a resent event; events still in the log are always remembered.",
+    )
+    max_event_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest accepted event body, in bytes (413 above)."
+    )
+
+
 class DeploySettings(BaseModel):
     """Rolling a registered model version out to the KServe InferenceService (``apd rollout``, the deploy step)."""
 
@@ -126,6 +182,56 @@ class DeploySettings(BaseModel):
         description="KServe deployment mode assumed when the InferenceService names none (annotation "
         "serving.kserve.io/deploymentMode or status.deploymentMode): the cluster's default, Serverless in KServe's.",
     )
+
+
+class DriftSettings(BaseModel):
+    """The drift job (``apd drift run``, the KFP ``drift`` step): live records of the sink against the served model
+    version's reference statistics. An alert fires when any one threshold is passed."""
+
+    window_hours: float = Field(default=24.0, gt=0, description="Records of the last this many hours are compared.")
+    min_records: int = Field(
+        default=200, ge=1, description="Fewest usable records in the window for a verdict; fewer: no verdict."
+    )
+    drift_share_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Alert when at least this share of the feature columns drifted."
+    )
+    confidence_drop_threshold: float = Field(
+        default=0.15,
+        ge=0,
+        description="Alert when the mean margin to the threshold falls by more than this fraction of the reference's.",
+    )
+    probability_shift_threshold: float = Field(
+        default=0.1, gt=0, le=1, description="Alert when |current - reference mean probability| reaches this."
+    )
+    alert_on_probability_drift: bool = Field(
+        default=True, description="Alert when the distribution of the predicted probability drifted."
+    )
+    num_method: str | None = Field(
+        default=None,
+        description="Evidently stat test for numeric features (e.g. ks, wasserstein, psi); unset: Evidently's choice "
+        "(K-S p-value up to 1000 reference rows, normed Wasserstein distance above).",
+    )
+    cat_method: str | None = Field(
+        default=None,
+        description="Evidently stat test for the image format; unset: Evidently's choice (chi-square p-value up to "
+        "1000 reference rows, Jensen-Shannon distance above).",
+    )
+    stattest_threshold: float | None = Field(
+        default=None, gt=0, description="Threshold of the feature stat tests; unset: each test's default."
+    )
+    probability_method: str | None = Field(
+        default=None, description="Evidently stat test for the probability; unset: chosen like the numeric features."
+    )
+    probability_threshold: float | None = Field(
+        default=None, gt=0, description="Threshold of the probability stat test; unset: the test's default."
+    )
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway that receives the gauges, e.g. http://pushgateway:9091."
+    )
+    report_bucket: str | None = Field(
+        default=None, description="Bucket of the reports (drift/<model>/<version>/<endpoint>/...); unset: the sink's."
+    )
+    experiment: str = Field(default="apd-drift", description="MLflow experiment that drift runs are logged to.")
 
 
 class LoggingSettings(BaseModel):
@@ -154,5 +260,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
     gate: QualityGate = Field(default_factory=QualityGate, description="Quality gate of the evaluate stage.")
     serving: ServingSettings = Field(default_factory=ServingSettings, description="Model server.")
+    sink: SinkSettings = Field(default_factory=SinkSettings, description="Payload sink (KServe logger events).")
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="Model rollouts to KServe.")
+    drift: DriftSettings = Field(default_factory=DriftSettings, description="The drift job and its alert thresholds.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

@@ -1,0 +1,371 @@
+"""The payload sink's event parsing (KServe logger CloudEvents, v1/v2 bodies) and its write-ahead log, without HTTP.
+
+The event builders here are the shapes KServe 0.21's logger sends (``pkg/logger``: binary mode, ce-* headers, the
+inference request or response as the body); the integration tests and the benchmark use them too.
+"""
+
+import asyncio
+import base64
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.common.settings import ImageLimits
+from serving.sink import (
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    Event,
+    SinkEventError,
+    analyse_request,
+    load_body,
+    parse_event,
+    parse_response,
+    request_images,
+)
+from serving.sink_store import WalRef, WriteAheadLog, WrittenIds
+from tests.conftest import encode
+
+CE_TIME = "2026-03-04T05:06:07.123456789Z"
+
+
+def ce_headers(ce_id: str, kind: str = "request", endpoint: str = "default", **extra: str) -> dict[str, str]:
+    """The headers KServe's logger sends with one event."""
+    return {
+        "ce-id": ce_id,
+        "ce-type": REQUEST_TYPE if kind == "request" else RESPONSE_TYPE,
+        "ce-specversion": "1.0",
+        "ce-source": "http://localhost:9081/",
+        "ce-time": CE_TIME,
+        "ce-inferenceservicename": "apd-detector",
+        "ce-namespace": "apd",
+        "ce-endpoint": endpoint,
+        "ce-component": "predictor",
+        "ce-metadata": "{}",
+        "content-type": "application/json",
+        **extra,
+    }
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def v1_request(*images: bytes) -> bytes:
+    return json.dumps({"instances": [{"image": {"b64": b64(i)}} for i in images]}).encode()
+
+
+def v2_request(*images: bytes) -> bytes:
+    tensor = {"name": "image", "shape": [len(images)], "datatype": "BYTES", "data": [b64(i) for i in images]}
+    return json.dumps({"id": "r", "inputs": [tensor]}).encode()
+
+
+def v1_response(*probabilities: float, version: str = "3") -> bytes:
+    predictions = [
+        {
+            "probability": p,
+            "label": "ai_generated" if p >= 0.5 else "real",
+            "confidence": "high",
+            "model_version": version,
+            "inference_time_ms": 1.5,
+        }
+        for p in probabilities
+    ]
+    return json.dumps({"predictions": predictions}).encode()
+
+
+def v2_response(*probabilities: float, version: str = "3", model: str = "apd-detector") -> bytes:
+    n = [len(probabilities)]
+    labels = ["ai_generated" if p >= 0.5 else "real" for p in probabilities]
+    outputs = [
+        {"name": "probability", "shape": n, "datatype": "FP32", "data": list(probabilities)},
+        {"name": "label", "shape": n, "datatype": "BYTES", "data": labels},
+        {"name": "confidence", "shape": n, "datatype": "BYTES", "data": ["low"] * len(probabilities)},
+    ]
+    return json.dumps({"id": "r", "model_name": model, "model_version": version, "outputs": outputs}).encode()
+
+
+def _binary_bytes(*elements: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def v2_binary_request(*images: bytes) -> bytes:
+    """The v2 binary-data extension: the JSON header, then the raw BYTES tensor."""
+    raw = _binary_bytes(*images)
+    tensor = {
+        "name": "image",
+        "shape": [len(images)],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    return json.dumps({"inputs": [tensor]}).encode() + raw
+
+
+JPEG = encode("JPEG", (64, 48), seed=1)
+PNG = encode("PNG", (40, 40), seed=2)
+
+
+# Each good event: (headers, body, kind, images in it or predictions in it).
+GOOD = [
+    pytest.param(ce_headers("a"), v1_request(JPEG, PNG), "request", 2, id="v1-request"),
+    pytest.param(ce_headers("b"), v2_request(JPEG), "request", 1, id="v2-request"),
+    pytest.param(
+        ce_headers("c", **{"content-type": "application/octet-stream"}),
+        v2_binary_request(JPEG, PNG),
+        "request",
+        2,
+        id="v2-binary-request",
+    ),
+    pytest.param(ce_headers("d", "response"), v1_response(0.9, 0.1), "response", 2, id="v1-response"),
+    pytest.param(ce_headers("e", "response", "canary"), v2_response(0.7), "response", 1, id="v2-response"),
+]
+
+
+@pytest.mark.parametrize(("headers", "body", "kind", "count"), GOOD)
+def test_good_events_parse(headers: dict[str, str], body: bytes, kind: str, count: int) -> None:
+    event = parse_event(headers, body, received=1.0)
+    assert (event.id, event.kind, event.body) == (headers["ce-id"], kind, body)
+    assert (event.inference_service, event.namespace, event.endpoint) == ("apd-detector", "apd", headers["ce-endpoint"])
+    assert event.time == pytest.approx(1772600767.123456)  # nanoseconds cut to microseconds
+    document, tail = load_body(body)
+    if kind == "request":
+        assert all(isinstance(i, bytes) for i in request_images(document, tail))
+        assert len(request_images(document, tail)) == count
+    else:
+        assert len(parse_response(document, tail).predictions) == count
+
+
+GOOD_REQUEST = v1_request(JPEG)
+GOOD_RESPONSE = v1_response(0.5)
+# Each bad event: (headers, body, reason, HTTP status, a phrase the message must hold).
+BAD = [
+    # no ce-id: not a CloudEvent at all
+    pytest.param(
+        {"content-type": "application/json", "ce-type": REQUEST_TYPE},
+        GOOD_REQUEST,
+        "not_a_cloudevent",
+        400,
+        "no ce-id",
+        id="no-ce-id",
+    ),
+    # no ce-type
+    pytest.param({"ce-id": "x"}, GOOD_REQUEST, "not_a_cloudevent", 400, "no ce-type", id="no-ce-type"),
+    # a CloudEvent of some other producer
+    pytest.param(
+        ce_headers("x", **{"ce-type": "com.example.order"}),
+        GOOD_REQUEST,
+        "unknown_type",
+        400,
+        "org.kubeflow.serving.inference.request",
+        id="unknown-type",
+    ),
+    # CloudEvents 0.3
+    pytest.param(
+        ce_headers("x", **{"ce-specversion": "0.3"}), GOOD_REQUEST, "unsupported_specversion", 400, "1.0", id="old-spec"
+    ),
+    # structured mode: the event as one JSON document
+    pytest.param(
+        ce_headers("x", **{"content-type": "application/cloudevents+json"}),
+        b"{}",
+        "structured_mode",
+        415,
+        "binary-mode",
+        id="structured",
+    ),
+    # empty body
+    pytest.param(ce_headers("x"), b"", "invalid_json", 400, "not JSON", id="empty"),
+    # not JSON
+    pytest.param(ce_headers("x"), b"<html>", "invalid_json", 400, "not JSON", id="not-json"),
+    # JSON followed by bytes that no binary_data_size declares
+    pytest.param(
+        ce_headers("x"), GOOD_REQUEST + b"\xff\x00", "invalid_json", 400, "binary_data_size", id="trailing-bytes"
+    ),
+    # a JSON list
+    pytest.param(ce_headers("x"), b"[1, 2]", "invalid_request", 400, '{"instances"', id="request-list"),
+    # v1 without images
+    pytest.param(ce_headers("x"), b'{"instances": []}', "invalid_request", 400, "v2 request", id="request-empty"),
+    # a response body sent as a request
+    pytest.param(
+        ce_headers("x"), GOOD_RESPONSE, "invalid_request", 400, "keys ['predictions']", id="response-as-request"
+    ),
+    # a request body sent as a response
+    pytest.param(
+        ce_headers("x", "response"), GOOD_REQUEST, "invalid_response", 400, '{"predictions"', id="request-as-response"
+    ),
+    # v2 outputs that are not a list
+    pytest.param(
+        ce_headers("x", "response"), b'{"outputs": "p"}', "invalid_response", 400, "v2 response", id="outputs-not-list"
+    ),
+]
+
+
+@pytest.mark.parametrize(("headers", "body", "reason", "status", "phrase"), BAD)
+def test_bad_events_are_refused_with_a_reason(
+    headers: dict[str, str], body: bytes, reason: str, status: int, phrase: str
+) -> None:
+    with pytest.raises(SinkEventError) as caught:
+        parse_event(headers, body, received=1.0)
+    assert (caught.value.reason, caught.value.status) == (reason, status)
+    assert phrase in str(caught.value)
+
+
+# Images of a request, element by element: bytes, or why the element holds none.
+IMAGES = [
+    pytest.param({"instances": [{"image": {"b64": b64(b"abc")}}]}, b"", [b"abc"], id="v1"),
+    pytest.param({"instances": [{"image_bytes": {"b64": b64(b"abc")}}]}, b"", [b"abc"], id="v1-image-bytes"),
+    # one bad element does not spoil the others
+    pytest.param(
+        {"instances": [{"image": {"b64": "%%"}}, {"image": {"b64": b64(b"ok")}}]},
+        b"",
+        ["instances[0].image.b64: invalid base64", b"ok"],
+        id="v1-bad-base64",
+    ),
+    pytest.param({"instances": [{"picture": 1}]}, b"", ["no instances[0].image.b64"], id="v1-no-image"),
+    pytest.param(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(b"a"), b64(b"b")]}]},
+        b"",
+        [b"a", b"b"],
+        id="v2",
+    ),
+    # shape [N, 1] as nested lists
+    pytest.param(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1], "data": [[b64(b"a")]]}]},
+        b"",
+        [b"a"],
+        id="v2-nested",
+    ),
+    # the input named image is taken, wherever it is
+    pytest.param(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "data": [1.0]},
+                {"name": "image", "datatype": "BYTES", "data": [b64(b"a")]},
+            ]
+        },
+        b"",
+        [b"a"],
+        id="v2-named",
+    ),
+    pytest.param(
+        {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [0.5]}]},
+        b"",
+        ["input 'image' has datatype FP32; expected BYTES"],
+        id="v2-not-bytes",
+    ),
+    pytest.param(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 11}}]},
+        _binary_bytes(b"a", b"bc"),
+        [b"a", b"bc"],
+        id="v2-binary",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "tail", "expected"), IMAGES)
+def test_request_images(document: dict[str, Any], tail: bytes, expected: list[bytes | str]) -> None:
+    images = request_images(document, tail)
+    assert len(images) == len(expected)
+    for got, want in zip(images, expected, strict=True):
+        assert got == want if isinstance(want, bytes) else isinstance(got, str) and got.startswith(want)
+
+
+def test_responses_v1_v2_and_binary() -> None:
+    v1 = parse_response(json.loads(v1_response(0.9, 0.2, version="5")), b"")
+    assert v1.model_name is None
+    assert v1.model_version == "5"
+    assert [(p.probability, p.label, p.model_version) for p in v1.predictions] == [
+        (0.9, "ai_generated", "5"),
+        (0.2, "real", "5"),
+    ]
+    assert parse_response({"predictions": [0.25, "x"]}, b"").predictions[0].probability == 0.25  # bare scores
+    v2 = parse_response(json.loads(v2_response(0.75, version="7", model="m")), b"")
+    assert (v2.model_name, v2.model_version) == ("m", "7")
+    assert v2.predictions[0] == (0.75, "ai_generated", "low", "7")
+    probability, labels = struct.pack("<2f", 0.5, 0.25), _binary_bytes(b"ai_generated", b"real")
+    header = {
+        "model_name": "m",
+        "model_version": "7",
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}},
+            {"name": "label", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(labels)}},
+        ],
+    }
+    document, tail = load_body(json.dumps(header).encode() + probability + labels)
+    binary = parse_response(document, tail)
+    assert [(p.probability, p.label, p.confidence) for p in binary.predictions] == [
+        (0.5, "ai_generated", None),
+        (0.25, "real", None),
+    ]
+
+
+def test_analyse_request_keeps_a_record_for_every_image() -> None:
+    gif = encode("GIF", (40, 40))
+    infos = analyse_request(v1_request(JPEG, JPEG[: len(JPEG) // 2], gif, b""), ImageLimits(), keep_images=True)
+    good, truncated, unsupported, empty = infos
+    assert good.decode_error is None
+    assert good.features is not None
+    assert (good.features["width"], good.features["height"], good.features["format"]) == (64.0, 48.0, "JPEG")
+    assert good.data == JPEG
+    assert good.sha256 is not None
+    assert truncated.features is None
+    assert "truncated or corrupt" in (truncated.decode_error or "")
+    assert "GIF images are not accepted" in (unsupported.decode_error or "")
+    assert "empty" in (empty.decode_error or "")
+    assert analyse_request(v1_request(JPEG), ImageLimits(), keep_images=False)[0].data is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-03-04T05:06:07Z", 1772600767.0),  # RFC 3339 UTC
+        ("2026-03-04T06:06:07.5+01:00", 1772600767.5),  # an offset
+        ("2026-03-04T05:06:07", 1772600767.0),  # no zone: UTC
+        ("yesterday", None),  # not a time: the receipt time is used instead
+    ],
+)
+def test_ce_time(value: str, expected: float | None) -> None:
+    event = parse_event(ce_headers("t", **{"ce-time": value}), GOOD_REQUEST, received=9.0)
+    assert event.time == expected
+
+
+def test_event_survives_the_log_format() -> None:
+    event = parse_event(ce_headers("r"), GOOD_REQUEST, received=12.5)
+    assert Event.from_log(event.meta(), event.body) == event
+
+
+def _wal_roundtrip(folder: Path, bodies: list[bytes]) -> list[WalRef]:
+    async def write() -> list[WalRef]:
+        wal = WriteAheadLog(folder, lambda ref, item: None)
+        refs = await asyncio.gather(*(wal.append(b"{}", body, None) for body in bodies))  # one group commit
+        await wal.close()
+        return list(refs)
+
+    return asyncio.run(write())
+
+
+def test_wal_replays_every_record_and_skips_a_torn_tail(tmp_path: Path) -> None:
+    bodies = [f"event {i}".encode() * (i + 1) for i in range(5)]
+    refs = _wal_roundtrip(tmp_path, bodies)
+    assert len({r.segment for r in refs}) == 1
+    segment = next(tmp_path.glob("wal-*.log"))
+    segment.write_bytes(segment.read_bytes()[:-3])  # the last record was being written when the process died
+    wal = WriteAheadLog(tmp_path, lambda ref, item: None)
+    replayed = list(wal.replay())
+    assert [body for _, _, body in replayed] == bodies[:-1]
+    assert wal.read(replayed[1][0]) == (b"{}", bodies[1])
+    for ref, _, _ in replayed:
+        wal.release(ref)
+    assert not list(tmp_path.glob("wal-*.log"))  # everything on S3: the segment is gone
+
+
+def test_written_ids_persist_and_stay_bounded(tmp_path: Path) -> None:
+    ids = WrittenIds(tmp_path, capacity=1000)
+    ids.add([f"k{i}" for i in range(1500)])
+    ids.close()
+    again = WrittenIds(tmp_path, capacity=1000)
+    assert "k1499" in again
+    assert "k0" not in again
+    assert len((tmp_path / "written.ids").read_text().splitlines()) == 1000  # compacted on start
+    again.close()
