@@ -6,10 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: Vulkan and OpenMP runtimes for Real-ESRGAN (ncnn), the photo wallpapers of the demo dataset,
-# tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor), and prometheus
-# for promtool (the tests check the alert rules with it; no server is started).
+# tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor), prometheus for
+# promtool (the tests check the alert rules with it) and the Pushgateway (the drift job's tests push to a real one).
 APT_PACKAGES := libvulkan1 libomp5-14 plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
-	libtcmalloc-minimal4 prometheus
+	libtcmalloc-minimal4 prometheus prometheus-pushgateway
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # OpenVINO's TBB loads this hwloc with RTLD_DEEPBIND, which then frees tcmalloc's memory with glibc's free and
 # aborts; preloaded next to tcmalloc, hwloc binds to tcmalloc like everything else.
@@ -76,9 +76,10 @@ format: install ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install ## Print the benchmarks' figures (decoding, ingest, validate, training throughput)
+bench: install ## Print the benchmarks' figures (decoding, ingest, validate, training throughput, drift job)
 	$(RUN) $(PY) tests/bench/bench_data.py
 	$(RUN) $(PY) tests/bench/bench_training.py
+	$(RUN) $(PY) -m tests.bench.bench_drift
 
 bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput
 	$(RUN) $(PY) tests/bench/bench_serving.py
