@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages: Vulkan and OpenMP runtimes for Real-ESRGAN (ncnn), the photo wallpapers of the demo dataset,
 # tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor), prometheus for
-# promtool (the tests check the alert rules with it) and the Pushgateway (the drift job's tests push to a real one).
+# promtool (the tests check the alert rules with it), the Pushgateway (the drift job's tests push to a real one) and
+# Chromium (the web page's tests drive a real headless browser).
 APT_PACKAGES := libvulkan1 libomp5-14 plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
-	libtcmalloc-minimal4 prometheus prometheus-pushgateway
+	libtcmalloc-minimal4 prometheus prometheus-pushgateway chromium
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # OpenVINO's TBB loads this hwloc with RTLD_DEEPBIND, which then frees tcmalloc's memory with glibc's free and
 # aborts; preloaded next to tcmalloc, hwloc binds to tcmalloc like everything else.
@@ -24,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink helm manifests dashboards clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink helm manifests dashboards incident clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +49,9 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install ## Build the offline demo dataset (cached in data/demo), run the whole pipeline locally
 	$(RUN) $(VENV)/bin/apd data demo
 	$(RUN) $(VENV)/bin/apd pipeline run --local --source data/demo $(DEMO_PARAMS)
+
+incident: install ## The drift drill: a new generator's traffic, the drift alert, retraining, recovery (after `make demo`)
+	$(RUN) $(PY) -m pipelines.incident
 
 test: install ## Run every test (unit and integration)
 	$(RUN) $(PY) -m pytest

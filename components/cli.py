@@ -5,17 +5,21 @@
     apd validate DIR                   validate an ingested dataset (exit 1 when it fails)
     apd pipeline run --local --source SOURCE [-p epochs=3 ...]
                                        run the pipeline with KFP's local runner
-    apd pipeline compile               write pipelines/training.yaml for the Kubeflow UI
+    apd pipeline compile               write pipelines/training.yaml and batch.yaml for the Kubeflow UI
     apd serve [--model_uri URI] [KServe ModelServer flags]
                                        serve a registered model with KServe (v1/v2 REST, v2 gRPC)
     apd sink [--port 8080] [--host 0.0.0.0]
                                        receive KServe's payload-logger events, write Parquet records to S3
+    apd ui [--port 8090] [--model-url URL] [--compare-url URL]
+                                       the moderators' web page: drop an image, see the served model's verdict
     apd pipeline submit --host URL --source SOURCE [--schedule CRON]
                                        start a run (or a recurring run) on Kubeflow Pipelines
     apd rollout canary --version N [--percent 10] | canary --percent 50 | promote | rollback [--restore] | status
                                        roll a registered model version out to the KServe InferenceService
     apd drift run [--model-version V | --alias champion] [--endpoint default] [--window-hours 24] [--pushgateway URL]
                                        compare live records with the model's reference (exit 3: drift alert)
+    apd predict SOURCE... --out results.csv [--url http://127.0.0.1:8080] [--protocol rest|grpc]
+                                       score images (files, folders, ZIPs, s3://, URL lists) with the served model
 
 Configuration comes from ``APD_*`` environment variables (see ``components/common/settings.py``).
 """
@@ -116,11 +120,12 @@ def _pipeline_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _pipeline_compile(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.kubeflow import COMPILED_PIPELINE, compile_pipeline
+    from pipelines.kubeflow import COMPILED_BATCH_PIPELINE, COMPILED_PIPELINE, compile_batch_pipeline, compile_pipeline
     from pipelines.training import TrainResources
 
     resources = TrainResources(gpus=args.train_gpus, cpu=args.train_cpu, memory=args.train_memory)
     print(f"wrote {compile_pipeline(args.out or COMPILED_PIPELINE, resources)}")
+    print(f"wrote {compile_batch_pipeline(args.batch_out or COMPILED_BATCH_PIPELINE)}")
     return 0
 
 
@@ -180,13 +185,40 @@ def _sink(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.ui import run_ui
+
+    flags = {
+        "model_url": args.model_url,
+        "model_name": args.model_name,
+        "compare_url": args.compare_url,
+        "compare_model_name": args.compare_model_name,
+    }
+    ui = settings.ui.model_copy(update={key: value for key, value in flags.items() if value is not None})
+    run_ui(ui, settings.images, args.host, args.port)
+    return 0
+
+
+def _add_ui(commands: Any) -> None:
+    """``apd ui``: the moderators' web page, a proxy to the served model's KServe API."""
+    ui = commands.add_parser("ui", help="web page for manual checks: drop an image, see the served model's verdict")
+    ui.add_argument("--port", type=int, default=8090, help="HTTP port (default: 8090)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback; 0.0.0.0 in a pod)")
+    ui.add_argument("--model-url", help="model server base URL (default: $APD_UI__MODEL_URL or http://127.0.0.1:8080)")
+    ui.add_argument("--model-name", help="served model name (default: $APD_UI__MODEL_NAME or apd-detector)")
+    ui.add_argument("--compare-url", help="second model server for the compare view (default: $APD_UI__COMPARE_URL)")
+    ui.add_argument("--compare-model-name", help="model name on the compare server (default: --model-name)")
+    ui.set_defaults(func=_ui)
+
+
 def _add_serving(commands: Any) -> None:
-    """``apd serve`` (its flags are KServe's, parsed in serving/server.py) and ``apd sink``."""
+    """``apd serve`` (its flags are KServe's, parsed in serving/server.py), ``apd sink`` and ``apd ui``."""
     commands.add_parser("serve", help="serve a model with KServe's ModelServer (see apd serve --help)")
     sink = commands.add_parser("sink", help="the payload sink: KServe logger CloudEvents -> Parquet records on S3")
     sink.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
     sink.add_argument("--host", default="0.0.0.0", help="interface to bind (default: all)")  # noqa: S104 (a pod)
     sink.set_defaults(func=_sink)
+    _add_ui(commands)
 
 
 def _drift_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,6 +265,40 @@ def _add_drift(commands: Any) -> None:
     run.add_argument("--end", type=datetime.fromisoformat, help="window end, exclusive (default: now)")
     run.add_argument("--pushgateway", help="Pushgateway URL for the gauges (default: $APD_DRIFT__PUSHGATEWAY_URL)")
     run.set_defaults(func=_drift_run)
+
+
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    """``apd predict``: exit 0 when every image has a row (bad images too), 1 when the server stayed unavailable."""
+    from components.predict import PredictOptions, run_predict
+
+    options = PredictOptions(
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        max_image_bytes=settings.images.max_bytes,
+        retry_errors=args.retry_errors,
+    )
+    url = args.url or ("127.0.0.1:8081" if args.protocol == "grpc" else "http://127.0.0.1:8080")
+    summary = run_predict(
+        args.sources, args.out, url, args.model, args.protocol, options, settings.s3, args.format, args.timeout
+    )
+    print(summary.text())
+    return 1 if summary.stopped else 0
+
+
+def _add_predict(commands: Any) -> None:
+    """``apd predict``: batch scoring through the served model (KServe v2 REST or gRPC)."""
+    predict = commands.add_parser("predict", help="score images with the served model into CSV, JSON Lines or Parquet")
+    predict.add_argument("sources", nargs="+", help="image files, folders, .zip, s3://bucket/prefix, .txt URL lists")
+    predict.add_argument("--out", type=Path, required=True, help="results file (.csv, .jsonl or .parquet); resumed")
+    predict.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from --out's extension")
+    predict.add_argument("--url", help="model server (default: http://127.0.0.1:8080, gRPC 127.0.0.1:8081)")
+    predict.add_argument("--protocol", choices=["rest", "grpc"], default="rest", help="KServe v2 REST or gRPC")
+    predict.add_argument("--model", default="apd-detector", help="served model name (default: apd-detector)")
+    predict.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
+    predict.add_argument("--batch-size", type=int, default=8, help="images per request, at most 32 (default: 8)")
+    predict.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: 60)")
+    predict.add_argument("--retry-errors", action="store_true", help="score again the sources whose row has an error")
+    predict.set_defaults(func=_predict)
 
 
 def _add_source_columns(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat block 
     submit.set_defaults(func=_pipeline_submit)
     comp = pipeline_commands.add_parser("compile", help="write the pipeline YAML that the Kubeflow UI uploads")
     comp.add_argument("--out", type=Path, help="output YAML (default: pipelines/training.yaml)")
+    comp.add_argument("--batch-out", type=Path, help="batch-scoring pipeline YAML (default: pipelines/batch.yaml)")
     comp.add_argument("--train-gpus", type=int, default=1, help="GPUs the train step requests (0: none)")
     comp.add_argument("--train-cpu", default="4", help="CPU request/limit of the train step")
     comp.add_argument("--train-memory", default="16G", help="memory request/limit of the train step")
@@ -312,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat block 
     for sub in (start, promote, rollback):
         sub.add_argument("--dry-run", action="store_true", help="print the patch without sending it")
     _add_drift(commands)
+    _add_predict(commands)
     return parser
 
 

@@ -234,6 +234,27 @@ class DriftSettings(BaseModel):
     experiment: str = Field(default="apd-drift", description="MLflow experiment that drift runs are logged to.")
 
 
+class UiSettings(BaseModel):
+    """The moderators' web page (``apd ui``): a static page and a thin proxy to the served model's KServe API."""
+
+    model_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL of the model server (KServe v1/v2 REST), e.g. http://apd-detector-predictor.apd.svc.",
+    )
+    model_name: str = Field(default="apd-detector", description="Model the page scores with (/v2/models/<name>).")
+    compare_url: str | None = Field(
+        default=None,
+        description="Second model server (a canary or another model version) that scores the same image for the "
+        "compare view; unset: the compare view uses model_url when compare_model_name is set, else it is off.",
+    )
+    compare_model_name: str | None = Field(
+        default=None, description="Model name on the compare server; unset: model_name."
+    )
+    timeout: float = Field(
+        default=60.0, gt=0, description="Seconds the page's backend waits for the model server (Grad-CAM is slow)."
+    )
+
+
 class LoggingSettings(BaseModel):
     """Structured logging."""
 
@@ -263,4 +284,5 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings, description="Payload sink (KServe logger events).")
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="Model rollouts to KServe.")
     drift: DriftSettings = Field(default_factory=DriftSettings, description="The drift job and its alert thresholds.")
+    ui: UiSettings = Field(default_factory=UiSettings, description="The moderators' web page (apd ui).")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

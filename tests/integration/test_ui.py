@@ -1,0 +1,426 @@
+"""`apd ui` against the real `apd serve` on loopback: its proxy called with httpx (Starlette's TestClient), and the
+page driven in a real headless Chromium over the Chrome DevTools protocol (websocket-client, no WebDriver)."""
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websocket
+from PIL import Image
+from skimage import data as photos
+from starlette.testclient import TestClient
+
+from components.common.settings import ImageLimits, UiSettings
+from serving.ui import create_app
+from tests.conftest import encode, free_port
+from tests.integration.test_serving import MODEL, Server, _artifact
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+VIEWPORT = (1280, 800)
+
+
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+COFFEE = Image.fromarray(photos.coffee())  # a real photograph, 600x400
+PHOTO = _jpeg(COFFEE)
+LARGE_PHOTO = _jpeg(COFFEE.resize((3000, 2000), Image.Resampling.BICUBIC))  # over the 2048 px budget
+CORRUPT = PHOTO[: len(PHOTO) // 3]  # a truncated JPEG: right magic bytes, the rest missing
+GIF = encode("GIF", (80, 60))
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("ui-serving")
+    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")))
+    yield running
+    running.stop()
+
+
+# ---- the backend proxy, in process (TestClient runs the app's lifespan: its real httpx client) ----
+
+
+@pytest.fixture(scope="module")
+def proxy(model_server: Server) -> Iterator[TestClient]:
+    """The page's backend with the real model server, and a compare server that is down (a closed port)."""
+    settings = UiSettings(model_url=model_server.url, compare_url=f"http://127.0.0.1:{free_port()}", timeout=30)
+    with TestClient(create_app(settings, ImageLimits())) as client:
+        yield client
+
+
+def test_models_lists_what_each_server_serves_and_the_limits(proxy: TestClient, model_server: Server) -> None:
+    answer = proxy.get("/api/models").json()
+    primary, compare = answer["targets"]
+    assert primary == {
+        "target": "primary",
+        "url": model_server.url,
+        "default_model": MODEL,
+        "models": [{"name": MODEL, "ready": True}],
+        "error": None,
+    }
+    assert compare["models"] == []
+    assert "cannot list the models at http://127.0.0.1:" in compare["error"]
+    assert answer["defaults"] == {"model": MODEL, "compare": f"compare:{MODEL}"}
+    assert answer["limits"]["max_bytes"] == 10 * 1024 * 1024
+    assert answer["limits"]["formats"] == ["JPEG", "PNG", "WEBP"]
+
+
+def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model_server: Server) -> None:
+    answer = proxy.post("/api/predict?compare=none", content=PHOTO, headers={"Content-Type": "image/jpeg"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    direct = model_server.call(
+        "POST", f"/v1/models/{MODEL}:predict", {"instances": [{"image": {"b64": base64.b64encode(PHOTO).decode()}}]}
+    )[1]["predictions"][0]
+    assert result["probability"] == pytest.approx(direct["probability"], abs=1e-5)
+    assert (result["label"], result["confidence"]) == (direct["label"], direct["confidence"])
+    assert result["model_version"] == direct["model_version"] == "models-test"
+    assert result["model_name"] == MODEL
+    assert result["latency_ms"] > 0
+    assert answer.json()["compare"] is None
+
+
+def test_a_compare_server_that_is_down_does_not_hide_the_primary_verdict(proxy: TestClient) -> None:
+    body = proxy.post("/api/predict", content=PHOTO).json()  # no compare parameter: the configured compare target
+    assert body["result"]["label"] in {"ai_generated", "real"}
+    assert body["compare"]["status"] == 502
+    assert "cannot reach the model server at http://127.0.0.1:" in body["compare"]["error"]
+
+
+def test_explain_returns_the_heatmap_of_the_image_size(proxy: TestClient) -> None:
+    answer = proxy.post("/api/explain", content=PHOTO)
+    assert answer.status_code == 200, answer.text
+    heatmap = Image.open(io.BytesIO(base64.b64decode(answer.json()["heatmap_png_b64"])))
+    assert (heatmap.format, heatmap.size) == ("PNG", COFFEE.size)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "says"),
+    [
+        ("/api/predict", GIF, 400, "GIF images are not accepted; accepted formats: JPEG, PNG, WEBP"),  # server's 400
+        ("/api/predict", CORRUPT, 400, "the JPEG image is truncated or corrupt"),  # server's 400, passed through
+        ("/api/explain", CORRUPT, 400, "the JPEG image is truncated or corrupt"),  # the same through :explain
+        ("/api/predict", b"%PDF-1.7 not an image", 400, "the data is not a recognised image"),  # not an image
+        ("/api/predict", b"", 400, "empty file: choose a JPEG, PNG or WebP image"),  # caught by the proxy
+        ("/api/predict", b"\xff\xd8\xff" + b"x" * (14 * 1024 * 1024), 413, "file too large: 14 MB, the limit is 10 MB"),
+        ("/api/predict?model=nope", PHOTO, 404, "model 'nope' is not served at http://127.0.0.1:"),  # unknown model
+        ("/api/predict?model=../../metrics", PHOTO, 400, "invalid model name"),  # no path tricks through the proxy
+        ("/api/predict?compare=canary:x", PHOTO, 400, "unknown server 'canary'"),  # only configured servers
+        ("/api/explain?target=compare", PHOTO, 502, "cannot reach the model server"),  # server down: 502 saying so
+    ],
+)
+def test_errors_come_back_in_plain_words(proxy: TestClient, path: str, body: bytes, status: int, says: str) -> None:
+    answer = proxy.post(path, content=body)
+    assert answer.status_code == status, answer.text
+    assert says in answer.json()["error"]
+    assert proxy.post("/api/predict?compare=none", content=PHOTO).status_code == 200  # both still serve
+
+
+def test_page_is_served_from_this_origin_only(proxy: TestClient) -> None:
+    page = proxy.get("/")
+    assert page.status_code == 200
+    assert "AI product photo check" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("app.js", "style.css"):
+        assert proxy.get(f"/{asset}").status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")  # no CDN, nothing from elsewhere
+
+
+# ---- the page in a real headless Chromium ----
+
+
+class Ui:
+    """`apd ui` in a subprocess on a free loopback port."""
+
+    def __init__(self, tmp: Path, model_url: str, *flags: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (tmp / f"ui-{self.port}.log").open("w")
+        command = [sys.executable, "-m", "components.cli", "ui", "--port", str(self.port), "--model-url", model_url]
+        self.process = subprocess.Popen([*command, *flags], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
+                return
+            except (urllib.error.URLError, ConnectionError):
+                assert self.process.poll() is None, Path(self.log.name).read_text()
+                time.sleep(0.3)
+        raise TimeoutError(Path(self.log.name).read_text())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol: navigate, evaluate JS, set files, press keys, screenshot."""
+
+    def __init__(self, tmp: Path) -> None:
+        assert CHROMIUM is not None
+        profile = tmp / "chromium-profile"
+        # Flags: no sandbox (root), and none of Chromium's background connections, which this closed network refuses.
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--disable-dev-shm-usage", "--no-proxy-server", f"--user-data-dir={profile}",
+                   "--remote-debugging-port=0", f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+                   "about:blank"]  # fmt: skip
+        self.log = (tmp / "chromium.log").open("w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert self.process.poll() is None, Path(self.log.name).read_text()
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.2)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            page = next(t for t in json.load(response) if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
+        self.next_id = 0
+        self.exceptions: list[str] = []  # uncaught exceptions of the page's scripts
+        self.send("Runtime.enable")
+        self.send("Page.enable")
+        self.send("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1],
+                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("method") == "Runtime.exceptionThrown":
+                self.exceptions.append(json.dumps(message["params"]["exceptionDetails"])[:2000])
+            if message.get("id") == self.next_id:
+                assert "error" not in message, f"{method}: {message['error']}"
+                return dict(message["result"])
+
+    def js(self, expression: str) -> Any:
+        answer = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in answer, f"{expression}: {answer['exceptionDetails']}"
+        return answer["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.1)
+        body = self.js("document.body.innerText")
+        raise AssertionError(f"timed out waiting for {expression}; the page says:\n{body}")
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait(f"location.href === {json.dumps(url + '/')} && document.readyState === 'complete'")
+        self.wait("!document.querySelector('#server-status').textContent.startsWith('Asking')")
+
+    def choose_files(self, selector: str, *paths: Path) -> None:
+        """What a person does in the file picker: the input gets the files and fires its change event."""
+        node = self.send("Runtime.evaluate", expression=f"document.querySelector({json.dumps(selector)})")
+        self.send("DOM.setFileInputFiles", files=[str(p) for p in paths], objectId=node["result"]["objectId"])
+
+    def drop_files(self, selector: str, *paths: Path) -> None:
+        """A real drag and drop of files from outside the page onto the element's centre."""
+        box = self.js(f"JSON.stringify(document.querySelector({json.dumps(selector)}).getBoundingClientRect())")
+        rect = json.loads(box)
+        x, y = rect["x"] + rect["width"] / 2, rect["y"] + rect["height"] / 2
+        data = {"items": [], "files": [str(p) for p in paths], "dragOperationsMask": 1}
+        for kind in ("dragEnter", "dragOver", "drop"):
+            self.send("Input.dispatchDragEvent", type=kind, x=x, y=y, data=data)
+
+    def press_tab(self) -> None:
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key="Tab", code="Tab", windowsVirtualKeyCode=9)
+
+    def screenshot(self, path: Path) -> Path:
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": VIEWPORT[0], "height": max(VIEWPORT[1], size["height"]), "scale": 1}
+        shot = self.send("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def close(self) -> None:
+        self.ws.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; make system-deps installs it)")
+    running = Chromium(tmp_path_factory.mktemp("chromium"))
+    yield running
+    assert running.exceptions == [], "the page threw:\n" + "\n".join(running.exceptions)
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("upload")
+    files = {"coffee.jpg": PHOTO, "large.jpg": LARGE_PHOTO, "corrupt.jpg": CORRUPT, "animation.gif": GIF,
+             "huge.jpg": b"\xff\xd8\xff" + bytes(14 * 1024 * 1024)}  # fmt: skip
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in files}
+
+
+@pytest.fixture(scope="module")
+def ui(model_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    running = Ui(tmp_path_factory.mktemp("ui"), model_server.url)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def compare_ui(model_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    """The compare view with the same server twice (as a canary beside its champion would be)."""
+    running = Ui(tmp_path_factory.mktemp("ui-compare"), model_server.url, "--compare-url", model_server.url)
+    yield running
+    running.stop()
+
+
+def _cards(browser: Chromium) -> int:
+    return int(browser.js("document.querySelectorAll('#results .card').length"))
+
+
+def _field(browser: Chromium, name: str) -> str:
+    """The text of data-field=NAME in the newest card ('' when absent)."""
+    return str(browser.js(f"(document.querySelector('#results .card [data-field={name}]') || {{}}).textContent || ''"))
+
+
+def _check(browser: Chromium, path: Path) -> None:
+    """Choose one file and wait until its card shows a verdict or an error."""
+    before = _cards(browser)
+    browser.choose_files("#file", path)
+    browser.wait(f"document.querySelectorAll('#results .card').length === {before + 1}")
+    browser.wait("!document.querySelector('#results .card [data-field=state]')")
+
+
+def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
+    browser: Chromium, ui: Ui, model_server: Server, images: dict[str, Path]
+) -> None:
+    browser.open(ui.url)
+    status = browser.js("document.querySelector('#server-status').textContent")
+    assert status == f"primary server {model_server.url}: 1 model ready"
+    _check(browser, images["coffee.jpg"])
+    assert _field(browser, "error") == ""
+    assert _field(browser, "label") in {"AI-generated", "Real photo"}
+    assert _field(browser, "probability").endswith(" %")
+    probability = float(_field(browser, "probability").removesuffix(" %"))
+    gauge = browser.js("document.querySelector('#results .card .gauge').getAttribute('aria-valuenow')")
+    assert float(gauge) == pytest.approx(probability, abs=0.1)
+    assert _field(browser, "confidence") in {"low", "medium", "high"}
+    assert _field(browser, "model-version") == f"{MODEL}, version models-test"
+    assert "ms model server, " in _field(browser, "latency")
+    assert _field(browser, "downscaled") == ""  # 600x400 and 60 KB: sent as it is
+
+    overlay = "document.querySelector('#results .card img.overlay')"
+    assert browser.js(f"{overlay}.hidden") is True
+    browser.js("document.querySelector('#results .card [data-field=gradcam]').click()")
+    browser.wait(f"!{overlay}.hidden && {overlay}.complete && {overlay}.naturalWidth > 0")
+    assert browser.js(f"[{overlay}.naturalWidth, {overlay}.naturalHeight]") == list(COFFEE.size)
+    assert browser.js(f"{overlay}.src.startsWith('data:image/png;base64,')")
+    assert browser.js("document.querySelector('#results .card [data-field=gradcam]').getAttribute('aria-pressed')")
+    browser.js("document.querySelector('#results .card [data-field=gradcam]').click()")  # toggles it off
+    assert browser.js(f"{overlay}.hidden") is True
+
+
+def test_a_dropped_large_image_is_downscaled_in_the_browser(browser: Chromium, ui: Ui, images: dict[str, Path]) -> None:
+    browser.open(ui.url)
+    browser.js("document.querySelector('#dropzone').scrollIntoView()")
+    browser.drop_files("#dropzone", images["large.jpg"])  # dropped, not picked
+    browser.wait("document.querySelectorAll('#results .card').length === 1")
+    browser.wait("!document.querySelector('#results .card [data-field=state]')")
+    assert "3000x2000 px" in _field(browser, "downscaled")
+    assert "2048x1365 px JPEG" in _field(browser, "downscaled")
+    assert _field(browser, "label") in {"AI-generated", "Real photo"}
+
+
+@pytest.mark.parametrize(
+    ("name", "downscale", "says"),
+    [
+        ("animation.gif", True, "not an image we accept: GIF is not accepted, send JPEG, PNG or WebP"),  # in the page
+        ("corrupt.jpg", True, "the JPEG image is truncated or corrupt"),  # the model server's 400, passed through
+        ("huge.jpg", False, "file too large: 14 MB, the limit is 10 MB"),  # checked in the page before upload
+    ],
+)
+def test_bad_files_are_refused_in_plain_words(
+    browser: Chromium, ui: Ui, images: dict[str, Path], name: str, downscale: bool, says: str
+) -> None:
+    browser.open(ui.url)
+    browser.js(f"document.querySelector('#downscale').checked = {json.dumps(downscale)}")
+    _check(browser, images[name])
+    assert says in _field(browser, "error")
+    assert _field(browser, "label") == ""
+
+
+def test_compare_view_history_keyboard_and_layout(
+    browser: Chromium, compare_ui: Ui, images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    browser.open(compare_ui.url)
+    assert browser.js("document.querySelector('#compare').value") == f"compare:{MODEL}"
+    _check(browser, images["coffee.jpg"])
+    label = _field(browser, "label")
+    assert _field(browser, "agreement") == f"Agree: both say {label}"
+    assert "+0.0 points (0.0000)" in _field(browser, "difference")
+    assert _field(browser, "compare-label") == label
+    assert _field(browser, "compare-model") == f"{MODEL} models-test, compare server"
+    assert _field(browser, "compare-probability") == _field(browser, "probability")
+
+    # The session history keeps every check of this tab (and origin), newest first, across page loads.
+    _check(browser, images["animation.gif"])
+    browser.open(compare_ui.url)
+    rows = browser.js("[...document.querySelectorAll('#history tbody tr')].map(r => r.innerText)")
+    assert len(rows) == 2
+    assert "animation.gif" in rows[0]
+    assert "error: not an image we accept: GIF" in rows[0]
+    assert "coffee.jpg" in rows[1]
+    assert "agree" in rows[1]
+    _check(browser, images["coffee.jpg"])  # a card to show in the screenshot, with its Grad-CAM overlay on
+    browser.js("document.querySelector('#results .card [data-field=gradcam]').click()")
+    browser.wait("document.querySelector('#results .card img.overlay').naturalWidth > 0")
+
+    # Keyboard: Tab reaches the file picker, and its drop zone shows the focus.
+    browser.js("document.activeElement.blur()")
+    for _ in range(8):
+        browser.press_tab()
+        if browser.js("document.activeElement.id") == "file":
+            break
+    assert browser.js("document.activeElement.id") == "file"
+    assert browser.js("getComputedStyle(document.querySelector('#dropzone')).outlineStyle") == "solid"
+    assert browser.js("document.querySelector('label[for=file]').textContent").strip().startswith("Drop images here")
+
+    # Nothing is wider than a 1280x800 screen.
+    assert browser.js("document.documentElement.scrollWidth") <= VIEWPORT[0]
+    shot = browser.screenshot(tmp_path_factory.mktemp("screenshots") / "apd-ui-compare.png")
+    print(f"\nscreenshot of the page: {shot}")
+    assert Image.open(shot).size[0] == VIEWPORT[0]
+
+
+def test_ui_env_settings_reach_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APD_UI__* configure the page's backend like every other section."""
+    from components.common.settings import Settings
+
+    monkeypatch.setenv("APD_UI__COMPARE_URL", "http://canary:8080")
+    monkeypatch.setenv("APD_UI__TIMEOUT", "5")
+    ui = Settings().ui
+    assert (ui.compare_url, ui.timeout, ui.model_name) == ("http://canary:8080", 5.0, MODEL)
