@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink helm manifests dashboards incident clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,9 @@ bench: install ## Print the benchmarks' figures (decoding, ingest, validate, tra
 
 bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput
 	$(RUN) $(PY) tests/bench/bench_serving.py
+
+bench-predict: install ## `apd predict` on 300 real 2 MP JPEGs against the served rate of the same server
+	$(RUN) $(PY) -m tests.bench.bench_predict
 
 bench-sink: install ## Load-test `apd sink` (HTTP CloudEvents -> write-ahead log -> S3), with a 30 s S3 outage
 	$(PY) tests/bench/bench_sink.py

@@ -1,4 +1,4 @@
-"""Compile the training pipeline for the Kubeflow UI, submit it to a Kubeflow Pipelines host, parse run parameters."""
+"""Compile the training and batch-scoring pipelines for the Kubeflow UI, submit runs, parse run parameters."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -9,11 +9,13 @@ from kfp import compiler
 from kfp.dsl.graph_component import GraphComponent
 
 from components.common.errors import InvalidParameterError
+from pipelines.batch import batch_scoring_pipeline
 from pipelines.training import PIPELINE_NAME, TrainResources, build_training_pipeline
 
 log = structlog.get_logger(__name__)
 
 COMPILED_PIPELINE = Path(__file__).with_name("training.yaml")  # committed; CI fails when it is stale
+COMPILED_BATCH_PIPELINE = Path(__file__).with_name("batch.yaml")  # the same
 _COERCE: dict[str, Callable[[str], Any]] = {
     "Integer": int,
     "Float": float,
@@ -25,6 +27,12 @@ _COERCE: dict[str, Callable[[str], Any]] = {
 def compile_pipeline(path: Path = COMPILED_PIPELINE, resources: TrainResources | None = None) -> Path:
     """Write the pipeline's IR YAML (what the Kubeflow UI uploads) to ``path``."""
     compiler.Compiler().compile(build_training_pipeline(resources or TrainResources()), str(path))
+    return path
+
+
+def compile_batch_pipeline(path: Path = COMPILED_BATCH_PIPELINE) -> Path:
+    """Write the batch-scoring pipeline's IR YAML to ``path``."""
+    compiler.Compiler().compile(batch_scoring_pipeline, str(path))
     return path
 
 

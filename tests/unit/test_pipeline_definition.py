@@ -1,17 +1,28 @@
-"""The compiled pipeline YAML is current, run parameters are typed and checked, the train step's resources."""
+"""The compiled pipeline YAMLs (training, batch scoring) are current, run parameters typed and checked, resources."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipelines.kubeflow import COMPILED_PIPELINE, compile_pipeline, parse_params
+from pipelines.kubeflow import (
+    COMPILED_BATCH_PIPELINE,
+    COMPILED_PIPELINE,
+    compile_batch_pipeline,
+    compile_pipeline,
+    parse_params,
+)
 from pipelines.training import TrainResources, training_pipeline
 
 
 def test_committed_pipeline_yaml_is_current(tmp_path: Path) -> None:
     fresh = compile_pipeline(tmp_path / "training.yaml")
     assert fresh.read_text() == COMPILED_PIPELINE.read_text(), "run `apd pipeline compile` and commit the result"
+
+
+def test_committed_batch_pipeline_yaml_is_current(tmp_path: Path) -> None:
+    fresh = compile_batch_pipeline(tmp_path / "batch.yaml")
+    assert fresh.read_text() == COMPILED_BATCH_PIPELINE.read_text(), "run `apd pipeline compile` and commit the result"
 
 
 def _train_resources(path: Path) -> dict[str, object]:
