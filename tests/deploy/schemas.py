@@ -29,8 +29,9 @@ from kubernetes_validate import utils as kubernetes_validate
 
 KUBERNETES_VERSION = "1.32"
 SCHEMAS_ENV = "APD_SCHEMAS_DIR"
-# tests/deploy/schemas.py -> the repository's parent holds shared/schemas
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+# Where the shared schemas live when APD_SCHEMAS_DIR is unset: next to the checkout (tests/deploy/schemas.py -> the
+# repository's parent holds shared/schemas), else the workplace's shared folder (a clone elsewhere, e.g. CI's).
+SCHEMAS_CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "schemas", Path("/work/shared/schemas"))
 
 # Top-level metadata: the CRDs declare it as a bare object; the API server checks it as ObjectMeta.
 # The fields a manifest sets are typed here, the rest (managed by the server) are accepted as they are.
@@ -65,9 +66,11 @@ class CrdFile:
 
 
 def schemas_dir() -> Path:
-    """The shared schemas folder: ``$APD_SCHEMAS_DIR`` when set, else ``../shared/schemas`` next to the repo."""
+    """The shared schemas folder: ``$APD_SCHEMAS_DIR`` when set, else the first of SCHEMAS_CANDIDATES that exists."""
     configured = os.environ.get(SCHEMAS_ENV)
-    return Path(configured) if configured else DEFAULT_SCHEMAS_DIR
+    if configured:
+        return Path(configured)
+    return next((folder for folder in SCHEMAS_CANDIDATES if folder.is_dir()), SCHEMAS_CANDIDATES[0])
 
 
 @cache
