@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 # Debian packages: Vulkan and OpenMP runtimes for Real-ESRGAN (ncnn), the photo wallpapers of the demo dataset,
 # tcmalloc (torch runs 1.7x faster here with it: glibc malloc page-faults on every large tensor), prometheus for
 # promtool (the tests check the alert rules with it), the Pushgateway (the drift job's tests push to a real one) and
-# Chromium (the web page's tests drive a real headless browser).
+# Chromium (the web page's tests drive a real headless browser), podman, runc and debootstrap (the images).
 APT_PACKAGES := libvulkan1 libomp5-14 plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 \
-	libtcmalloc-minimal4 prometheus prometheus-pushgateway chromium
+	libtcmalloc-minimal4 prometheus prometheus-pushgateway chromium podman runc debootstrap
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # OpenVINO's TBB loads this hwloc with RTLD_DEEPBIND, which then frees tcmalloc's memory with glibc's free and
 # aborts; preloaded next to tcmalloc, hwloc binds to tcmalloc like everything else.
@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 # for generated (see README, "The offline demo dataset"). Real data keeps the default bars.
 DEMO_PARAMS ?= -p epochs=8 -p patience=4 -p min_accuracy=0.75 -p min_f1=0.75
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident clean
+.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -93,6 +93,18 @@ bench-predict: install ## `apd predict` on 300 real 2 MP JPEGs against the serve
 
 bench-sink: install ## Load-test `apd sink` (HTTP CloudEvents -> write-ahead log -> S3), with a 30 s S3 outage
 	$(PY) tests/bench/bench_sink.py
+
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# pip inside the builds trusts this CA bundle (a build secret, never stored in a layer). docker format: OCI drops SHELL.
+PIP_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN_BUILD := $(SUDO) podman build --format docker --runtime runc --network host \
+	--ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --secret id=pipcert,src=$(PIP_CA_BUNDLE) \
+	--build-arg VERSION=$(IMAGE_VERSION) --build-arg APD_GIT_COMMIT=$$(git rev-parse HEAD)
+
+images: system-deps ## Build apd-components and apd-serving:<version> with podman (~12 min first, seconds cached)
+	$(SUDO) helm/images/build-base.sh localhost/apd-debian:12
+	$(PODMAN_BUILD) -f components/Dockerfile -t apd-components:$(IMAGE_VERSION) .
+	$(PODMAN_BUILD) -f serving/Dockerfile -t apd-serving:$(IMAGE_VERSION) .
 
 clean: ## Remove local outputs (keeps .venv and the cached demo dataset)
 	rm -rf local_outputs .pytest_cache .mypy_cache .ruff_cache

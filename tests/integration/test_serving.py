@@ -56,7 +56,7 @@ class Server:
                    "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
         full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # two workers loading under load on 2 cores can take a while
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/v2/health/live", timeout=2)

@@ -138,7 +138,7 @@ def read_records(s3: S3Settings, bucket: str = BUCKET) -> tuple[pd.DataFrame, li
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)), keys
 
 
-def wait_for_records(s3: S3Settings, count: int, bucket: str = BUCKET, seconds: float = 30) -> pd.DataFrame:
+def wait_for_records(s3: S3Settings, count: int, bucket: str = BUCKET, seconds: float = 120) -> pd.DataFrame:
     deadline = time.monotonic() + seconds
     while True:
         records, _ = read_records(s3, bucket)
