@@ -1,8 +1,10 @@
 """Shared fixtures: real image files made by the tests (Pillow encoders), and tiny labelled datasets."""
 
+import contextlib
 import io
 import socket
 import struct
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -74,10 +76,21 @@ def free_port() -> int:
 @pytest.fixture
 def s3_server() -> Iterator[S3Settings]:
     """A real S3-protocol server (moto) on a free loopback port; it accepts any credentials."""
+    with empty_s3_server() as settings:
+        yield settings
+
+
+@contextlib.contextmanager
+def empty_s3_server() -> Iterator[S3Settings]:
+    """A moto S3 server on a free loopback port, emptied first: moto keeps buckets per process, across servers, so
+    an earlier test's records would otherwise show up in this one's bucket."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    reset = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=10):
+        pass
     yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
     server.stop()

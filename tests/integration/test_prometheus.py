@@ -229,7 +229,9 @@ def test_the_charts_drift_alerts_fire_in_a_real_prometheus(helm: deploy.Helm, tm
             assert _alerts_of(prometheus, {"model_version": "3"}) == {}
             assert _alerts_of(prometheus, {"endpoint": "canary"}) == {}
             # One series per scrape target that carries the group (Prometheus may list it under more than one).
-            found = _api(prometheus, "query", query='apd_drift_confidence_drop{model_version="3"}')["result"]
+            found = _api(prometheus, "query", query='apd_drift_confidence_drop{model_version="3",endpoint="canary"}')[
+                "result"
+            ]
             assert found
             for series in found:
                 assert normal.items() <= series["metric"].items()

@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 
 from components.common.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from components.common.settings import S3Settings
-from tests.conftest import encode, free_port
+from tests.conftest import empty_s3_server, encode, free_port
 from tests.unit.test_sink_events import ce_headers, v1_request, v1_response, v2_request, v2_response
 
 pytestmark = pytest.mark.integration
@@ -154,11 +154,8 @@ def of(records: pd.DataFrame, ce_id: str) -> pd.DataFrame:
 # The moto servers of one process share their buckets: each test below that counts everything has its own bucket.
 @pytest.fixture(scope="module")
 def module_s3() -> Iterator[S3Settings]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
-    server.stop()
+    with empty_s3_server() as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
