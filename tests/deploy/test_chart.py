@@ -28,7 +28,7 @@ from tests.deploy.conftest import (
     Resource,
     resource_key,
 )
-from tests.deploy.schemas import validate_resource
+from tests.deploy.schemas import validate_resources
 
 Kustomize = Callable[[Path], list[Resource]]
 FULL = CHART / "ci" / "full-values.yaml"
@@ -106,13 +106,7 @@ def test_rendered_resources_are_valid(helm: Helm, values: Path) -> None:
     """Every document of every ci variant passes its schema (built-in kinds strict, CRDs of KServe/prom-operator)."""
     resources = helm.template([values], api_versions=MONITORING_APIS)
     assert resources, f"{values.name} rendered nothing"
-    errors = []
-    for obj in resources:
-        try:
-            validate_resource(obj)
-        except AssertionError as exc:
-            errors.append(str(exc))
-    assert not errors, "\n".join(errors)
+    validate_resources(resources)  # raises one error listing every invalid resource
 
 
 def _pod_specs(obj: Resource) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -512,13 +506,7 @@ def test_base_is_the_chart_with_default_values(helm: Helm, tmp_path: Path) -> No
 def test_kustomize_renders_valid_resources(kustomize: Kustomize, overlay: str) -> None:
     resources = kustomize(MANIFESTS / overlay)
     assert resources
-    errors = []
-    for obj in resources:
-        try:
-            validate_resource(obj)
-        except AssertionError as exc:
-            errors.append(str(exc))
-    assert not errors, "\n".join(errors)
+    validate_resources(resources)  # raises one error listing every invalid resource
 
 
 @pytest.mark.parametrize(("overlay", "values"), OVERLAYS.items())
