@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from components.common.artifact import fetch_artifact, load_artifact
 from components.common.dataset import read_manifest
 from components.common.model import Detector, ModelConfig, build_model, save_checkpoint
 from components.common.seeding import seed_everything, seed_worker
@@ -45,6 +47,9 @@ class TrainConfig:
 
     backbone: str = "tf_efficientnet_lite0"  # timm backbone; lite0 starts from the bundled ImageNet weights
     weights: str = ""  # optional backbone weights file (e.g. EfficientNet-B0 ImageNet); empty: default init
+    # A registered detector to fine-tune (models:/apd-detector@champion, runs:/..., or an artifact folder): its
+    # weights initialise backbone and head; its backbone and image size must be this run's. Empty: a fresh one.
+    init_model: str = ""
     image_size: int = 224  # network input side
     epochs: int = 8  # most epochs; early stopping may end sooner
     batch_size: int = 16  # images per optimisation step
@@ -190,6 +195,25 @@ def train_one_epoch(
     return loss_sum / seen, correct / seen, seen
 
 
+def initial_model(cfg: TrainConfig) -> Detector:
+    """The network training starts from: the detector at ``cfg.init_model``, else a fresh one."""
+    model_cfg = cfg.model_config()
+    if not cfg.init_model:
+        return build_model(model_cfg, Path(cfg.weights) if cfg.weights else None)
+    if cfg.weights:
+        raise ValueError("pass init_model (a whole detector to fine-tune) or weights (backbone weights), not both")
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = load_artifact(fetch_artifact(cfg.init_model, Path(tmp)))
+    if model.config != model_cfg:
+        raise ValueError(
+            f"init_model {cfg.init_model} is {model.config.backbone} at {model.config.preprocessing.image_size} px "
+            f"(model config {model.config.to_dict()}); this run trains {cfg.backbone} at {cfg.image_size} px: "
+            "pass the backbone and image_size of the model to fine-tune"
+        )
+    log.info("fine_tuning", init_model=cfg.init_model)
+    return model
+
+
 def train_detector(
     cfg: TrainConfig, dataset_dir: Path, out_dir: Path, limits: ImageLimits, experiment_id: str, dataset_version: str
 ) -> TrainResult:
@@ -206,7 +230,7 @@ def train_detector(
     if len(train_loader) == 0:
         raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
 
-    model = build_model(model_cfg, Path(cfg.weights) if cfg.weights else None)
+    model = initial_model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -272,6 +296,7 @@ def train(
     max_train_images: int = 0,
     backbone: str = "tf_efficientnet_lite0",
     weights: str = "",
+    init_model: str = "",
     num_workers: int = 1,
     seed: int = 42,
 ) -> str:
@@ -291,6 +316,8 @@ def train(
         max_train_images: Train on a stratified subset of this size (0: all).
         backbone: timm backbone name.
         weights: Optional backbone weights file.
+        init_model: A registered detector to fine-tune instead of starting fresh, e.g.
+            ``models:/apd-detector@champion`` (same backbone and image size).
         num_workers: DataLoader worker processes.
         seed: Seed for initialisation, shuffling and augmentation.
 
@@ -309,6 +336,7 @@ def train(
     cfg = TrainConfig(
         backbone=backbone,
         weights=weights,
+        init_model=init_model,
         image_size=image_size,
         epochs=epochs,
         batch_size=batch_size,

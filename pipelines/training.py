@@ -56,6 +56,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         max_train_images: int = 0,
         backbone: str = "tf_efficientnet_lite0",
         weights: str = "",
+        init_model: str = "",
         num_workers: int = 1,
         seed: int = 42,
         min_accuracy: float = 0.85,
@@ -83,6 +84,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             max_train_images: Training: stratified subset size (0: all).
             backbone: Training: timm backbone.
             weights: Training: optional backbone weights file.
+            init_model: Training: a registered detector to fine-tune, e.g. ``models:/apd-detector@champion``
+                (empty: start from ImageNet weights).
             num_workers: Training: DataLoader workers.
             seed: Training: seed.
             min_accuracy: Quality gate: lowest test accuracy.
@@ -110,6 +113,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             max_train_images=max_train_images,
             backbone=backbone,
             weights=weights,
+            init_model=init_model,
             num_workers=num_workers,
             seed=seed,
         ).after(validated)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from components.common.artifact import ArtifactConfig
+from components.common.artifact import ArtifactConfig, write_artifact
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from components.common.settings import QualityGate
 from components.common.transforms import Preprocessing, eval_transform
 from components.evaluate import choose_threshold, classification_metrics, gate_failures, is_faithful
-from components.train import lr_lambda, split_rows
+from components.train import TrainConfig, initial_model, lr_lambda, split_rows
 
 
 @pytest.mark.parametrize(
@@ -99,6 +99,24 @@ def test_checkpoint_carries_its_config_and_refuses_a_partial_one(tmp_path: Path)
         ModelConfig.from_dict({"backbone": "tf_efficientnet_lite0"})
     with pytest.raises(ValueError, match="missing"):
         ArtifactConfig.from_dict({"threshold": 0.5})
+
+
+def test_fine_tuning_starts_from_the_registered_detector_or_says_why_not(tmp_path: Path) -> None:
+    config = ModelConfig(preprocessing=Preprocessing(image_size=64))
+    torch.manual_seed(1)
+    registered = build_model(config).eval()
+    save_checkpoint(registered, tmp_path / "model.pt")
+    write_artifact(tmp_path / "v1", tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
+
+    start = initial_model(TrainConfig(image_size=64, init_model=str(tmp_path / "v1")))
+    expected = registered.state_dict()
+    assert all(torch.equal(value, expected[name]) for name, value in start.state_dict().items())
+    fresh = initial_model(TrainConfig(image_size=64)).state_dict()  # ImageNet backbone, a new random head
+    assert not all(torch.equal(value, expected[name]) for name, value in fresh.items())
+    with pytest.raises(ValueError, match=r"is tf_efficientnet_lite0 at 64 px.*trains tf_efficientnet_lite0 at 96 px"):
+        initial_model(TrainConfig(image_size=96, init_model=str(tmp_path / "v1")))
+    with pytest.raises(ValueError, match="not both"):
+        initial_model(TrainConfig(image_size=64, init_model=str(tmp_path / "v1"), weights="backbone.pt"))
 
 
 def test_bundled_imagenet_weights_recognise_a_real_photograph() -> None:
