@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat block 
     demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
     demo.add_argument("--crops-per-photo", type=int, default=12, help="crops taken from each source photo")
     demo.add_argument("--generator", default="x4plus", help="how ai_generated twins are made: x4plus (the default), "
-                      "animevideov3-downsampled (the incident drill's new generator)")  # fmt: skip
+                      "anime-2x (the incident drill's new generator)")  # fmt: skip
     demo.add_argument("--first-crop", type=int, default=0, help="skip this many crops per photo (fresh crops)")
     demo.set_defaults(func=_data_demo)
 

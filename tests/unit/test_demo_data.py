@@ -66,12 +66,12 @@ def test_crop_size_must_suit_the_generator(tmp_path: Path) -> None:
 
 
 def test_another_generator_makes_other_twins_of_fresh_crops(tiny: Path, tmp_path: Path) -> None:
-    other = build_demo_dataset(tmp_path / "new", **TINY, generator="animevideov3-downsampled", first_crop=2).out_dir
+    other = build_demo_dataset(tmp_path / "new", **TINY, generator="anime-2x", first_crop=2).out_dir
     names = {p.relative_to(other) for p in other.rglob("*.jpg")}
     assert len(names) == 3 * 2 * 2
     assert all(int(p.stem.rsplit("_", 1)[1]) >= 2 for p in names)  # crops 2 and 3 of each photo, not 0 and 1
     assert set(_digests(other).values()).isdisjoint(_digests(tiny).values())
     with Image.open(next((other / "train" / "ai_generated").glob("*.jpg"))) as img:
-        assert img.size == (64, 64)  # generated at 4x, downsampled back to the crop's size
+        assert img.size == (64, 64)  # generated at 2x the crop's size, downsampled back
     with pytest.raises(ValueError, match="unknown generator"):
         build_demo_dataset(tmp_path / "bad", **TINY, generator="dall-e")
