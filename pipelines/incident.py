@@ -41,7 +41,7 @@ from components.common.logging import configure_logging
 from components.common.settings import Settings
 from components.common.tracking import setup_tracking
 from components.drift import DriftResult, run_drift
-from serving.sink import REQUEST_TYPE, RESPONSE_TYPE
+from serving.sink_events import REQUEST_TYPE, RESPONSE_TYPE
 
 NEW_GENERATOR = "anime-2x"
 CHUNK = 40  # images between two drift runs during the incident

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from components.common.settings import ImageLimits
-from serving.sink import (
+from serving.sink_events import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
     Event,
