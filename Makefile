@@ -43,7 +43,7 @@ install: system-deps $(STAMP) ## Create .venv with the pinned stack and the proj
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev,postgres]"
 	touch $@
 
 demo: install ## Build the offline demo dataset (cached in data/demo), run the whole pipeline locally

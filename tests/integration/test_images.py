@@ -92,6 +92,9 @@ def test_component_image_runs_the_cli_mlflow_and_a_kfp_step_shell(images: dict[s
     # The CUDA build of torch (GPU training on a cluster) is there, and runs on this machine's CPU.
     probe = "import torch; print(torch.__version__, torch.version.cuda is not None, torch.ones(2).sum().item())"
     assert _podman(*run, "python3", "-c", probe).stdout.split() == ["2.14.1+cu130", "True", "2.0"]
+    # The chart documents PostgreSQL backend stores for `mlflow server`: SQLAlchemy finds the driver.
+    engine = "import sqlalchemy; print(sqlalchemy.create_engine('postgresql://mlflow@postgres/mlflow').dialect.driver)"
+    assert _podman(*run, "python3", "-c", engine).stdout.strip() == "psycopg"
 
 
 def _photo_jpeg() -> bytes:
