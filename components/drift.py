@@ -203,13 +203,6 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _s3_client(s3: S3Settings, bucket: str) -> Any:
-    """The project's minio client for ``bucket`` (the one ingest builds from the same settings)."""
-    from components.ingest import S3Source
-
-    return S3Source(f"s3://{bucket}", s3).client
-
-
 def _partition_prefixes(prefix: str, model_name: str, version: str, start: datetime, end: datetime) -> list[str]:
     """The sink's folders that can hold records of [start, end): one per UTC date."""
     last = (end - timedelta(microseconds=1)).date()
@@ -257,7 +250,7 @@ def read_records(
     end: datetime,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Usable records of one model version and endpoint in [start, end), and how many were left out and why."""
-    client = _s3_client(s3, bucket)
+    client = s3.client()
     keys: list[str] = []
     try:
         for folder in _partition_prefixes(prefix, model_name, model_version, start, end):
@@ -615,7 +608,7 @@ def run_drift(
         result.seconds["total"] = time.perf_counter() - began  # up to the outputs; the returned result: all
         with tempfile.TemporaryDirectory() as tmp:
             files = _write_outputs(result, snapshot, out_dir or Path(tmp))
-            client = _s3_client(s3, bucket)
+            client = s3.client()
             for path in files:
                 _put(client, bucket, f"{folder}/{path.name}", path)
                 mlflow.log_artifact(str(path))

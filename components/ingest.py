@@ -110,7 +110,6 @@ class FolderSource:
 
 class S3Source:
     def __init__(self, uri: str, settings: S3Settings) -> None:
-        from minio import Minio
 
         match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
         if match is None:
@@ -118,13 +117,7 @@ class S3Source:
         self.bucket, prefix = match.groups()
         self.prefix = prefix.rstrip("/") + "/" if prefix else ""
         self.endpoint = settings.endpoint
-        self.client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key,
-            secure=settings.secure,
-            region=settings.region,
-        )
+        self.client = settings.client()
 
     def files(self) -> list[SourceFile]:
         items, skipped = [], 0

@@ -333,21 +333,13 @@ class S3Writer:
 
     def __init__(self, s3: S3Settings, sink: SinkSettings) -> None:
         import urllib3
-        from minio import Minio
 
         # No retries inside the client: the sink retries with its own logged backoff, and must not hang on a dead
         # server for a minute.
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=3.0, read=30.0), retries=urllib3.Retry(total=0), maxsize=4
         )
-        self.client = Minio(
-            s3.endpoint,
-            access_key=s3.access_key,
-            secret_key=s3.secret_key,
-            secure=s3.secure,
-            region=s3.region,
-            http_client=http,
-        )
+        self.client = s3.client(http)
         self.settings = sink
         self._bucket_ready = False
         self._images_stored: dict[str, None] = {}  # recently stored image hashes, not uploaded twice

@@ -7,7 +7,7 @@ Example: ``APD_IMAGES__MAX_BYTES=5000000 apd ingest ...``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,6 +83,19 @@ class S3Settings(BaseModel):
     secret_key: str | None = Field(default=None, description="Secret access key; unset for anonymous access.")
     secure: bool = Field(default=False, description="Use HTTPS to reach the endpoint.")
     region: str | None = Field(default=None, description="Bucket region, when the store needs one.")
+
+    def client(self, http_client: Any = None) -> Any:
+        """A minio client for this store; ``http_client`` (a urllib3 PoolManager) sets timeouts and retries."""
+        from minio import Minio
+
+        return Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=self.secure,
+            region=self.region,
+            http_client=http_client,
+        )
 
 
 class ServingSettings(BaseModel):
