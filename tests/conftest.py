@@ -4,6 +4,8 @@ import contextlib
 import io
 import socket
 import struct
+import subprocess
+import time
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
@@ -65,6 +67,20 @@ def make_tree(tmp_path: Path) -> MakeTree:
         return base
 
     return make
+
+
+def wait_until_up(process: subprocess.Popen[bytes], log: Path, *urls: str, seconds: float, poll: float) -> None:
+    """Return once every URL answers 2xx; fail with the process's log when it exits or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            for url in urls:
+                urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:  # refused, reset, or an HTTP error (not ready yet)
+            assert process.poll() is None, log.read_text()
+            time.sleep(poll)
+    raise TimeoutError(log.read_text())
 
 
 def free_port() -> int:

@@ -39,7 +39,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port  # noqa: E402 (the repository on the path first)
+from tests.conftest import free_port, wait_until_up  # noqa: E402 (the repository on the path first)
 
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"
@@ -154,12 +154,7 @@ class Sink:
         self.log = (tmp / f"sink-{bucket}.log").open("wb")
         command = [sys.executable, "-m", "components.cli", "sink", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_up(self.process, Path(self.log.name), f"http://127.0.0.1:{self.port}/healthz", seconds=60, poll=0.1)
         self.ps = psutil.Process(self.process.pid)
 
     def cpu_seconds(self) -> tuple[float, float]:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from components.common.runtimes import ONNX_FILE
 from components.common.settings import MlflowSettings
 from components.common.tracking import setup_tracking
 from components.common.transforms import Preprocessing
-from tests.conftest import encode, free_port, png_claiming
+from tests.conftest import encode, free_port, png_claiming, wait_until_up
 
 pytestmark = pytest.mark.integration
 
@@ -56,17 +55,10 @@ class Server:
                    "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
         full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
-        deadline = time.monotonic() + 240  # two workers loading under load on 2 cores can take a while
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/v2/health/live", timeout=2)
-                if workers > 1:  # every worker process must have unpickled the model and opened its session
-                    urllib.request.urlopen(f"{self.url}/v2/models/{MODEL}/ready", timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError):
-                assert self.process.poll() is None, Path(self.log.name).read_text()
-                time.sleep(0.5)
-        raise TimeoutError(Path(self.log.name).read_text())
+        # With workers, each one must have unpickled the model and opened its session: ready, not only live (two
+        # workers loading under load on 2 cores can take a while).
+        urls = [f"{self.url}/v2/health/live"] + ([f"{self.url}/v2/models/{MODEL}/ready"] if workers > 1 else [])
+        wait_until_up(self.process, Path(self.log.name), *urls, seconds=240, poll=0.5)
 
     def call(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)

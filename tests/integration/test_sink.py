@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 
 from components.common.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from components.common.settings import S3Settings
-from tests.conftest import empty_s3_server, encode, free_port
+from tests.conftest import empty_s3_server, encode, free_port, wait_until_up
 from tests.unit.test_sink_events import ce_headers, v1_request, v1_response, v2_request, v2_response
 
 pytestmark = pytest.mark.integration
@@ -91,15 +91,7 @@ class SinkProcess:
                 env=env,
                 preexec_fn=_limit_file_size(file_limit) if file_limit else None,  # noqa: PLW1509 (no threads here)
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError):
-                assert self.process.poll() is None, self.log_path.read_text()
-                time.sleep(0.1)
-        raise TimeoutError(self.log_path.read_text())
+        wait_until_up(self.process, self.log_path, f"{self.url}/healthz", seconds=60, poll=0.1)
 
     def post(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(f"{self.url}/", data=body, method="POST", headers=headers)

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from components.common.settings import ImageLimits, UiSettings
 from serving.ui import create_app
-from tests.conftest import encode, free_port
+from tests.conftest import encode, free_port, wait_until_up
 from tests.integration.test_serving import MODEL, Server, _artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -153,15 +153,7 @@ class Ui:
         self.log = (tmp / f"ui-{self.port}.log").open("w")
         command = [sys.executable, "-m", "components.cli", "ui", "--port", str(self.port), "--model-url", model_url]
         self.process = subprocess.Popen([*command, *flags], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError):
-                assert self.process.poll() is None, Path(self.log.name).read_text()
-                time.sleep(0.3)
-        raise TimeoutError(Path(self.log.name).read_text())
+        wait_until_up(self.process, Path(self.log.name), f"{self.url}/healthz", seconds=60, poll=0.3)
 
     def stop(self) -> None:
         self.process.terminate()
