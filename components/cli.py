@@ -315,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one flat block 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     demo = data.add_parser("demo", help="build the offline demo dataset (cached)")
     demo.add_argument("--out", type=Path, help="output folder (default: $APD_DATA_DIR/demo)")
-    demo.add_argument("--crops-per-photo", type=int, default=12, help="crops taken from each source photo")
-    demo.add_argument("--generator", default="x4plus", help="how ai_generated twins are made: x4plus (the default), "
-                      "anime-2x (the incident drill's new generator)")  # fmt: skip
+    demo.add_argument("--crops-per-photo", type=int, default=16, help="crops taken from each source photo")
+    demo.add_argument("--generator", default="mix", help="how ai_generated twins are made: mix (the default: six "
+                      "Real-ESRGAN recipes rotated through each photo's crops) or one recipe of demo_data.GENERATORS, "
+                      "e.g. anime-2x (the incident drill's new generator)")  # fmt: skip
     demo.add_argument("--first-crop", type=int, default=0, help="skip this many crops per photo (fresh crops)")
     demo.set_defaults(func=_data_demo)
 

@@ -2,7 +2,9 @@
 
 Sources (``source`` argument):
 - a local folder: ``real/`` and ``ai_generated/`` class folders (CIFAKE's ``REAL/``/``FAKE/`` too), optionally under
-  split folders (``train/``, ``val/``/``validation/``, ``test/``);
+  split folders (``train/``, ``val/``/``validation/``, ``test/``); a subfolder of ``ai_generated/`` names the
+  generator of the images in it (``ai_generated/<generator>/x.jpg``), recorded in the manifest's ``generator``
+  column ("" for real images, for files directly in ``ai_generated/`` and for Parquet sources);
 - ``s3://bucket/prefix`` on MinIO or any S3 endpoint, with the same layout below the prefix;
 - a Parquet file, or a folder of them, exported from a Hugging Face image dataset (image bytes + label column;
   the split comes from a ``split`` column or from file names such as ``train-00000-of-00001.parquet``).
@@ -42,7 +44,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  "test": "test"}  # fmt: skip
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 _LAYOUT_HELP = (
-    "expected <root>/real/ and <root>/ai_generated/ (or REAL/ and FAKE/), optionally below train/, val/ and test/"
+    "expected <root>/real/ and <root>/ai_generated/ (or REAL/ and FAKE/), optionally below train/, val/ and test/; "
+    "optionally ai_generated/<generator>/"
 )
 
 
@@ -54,6 +57,7 @@ class SourceFile:
     label: str  # real | ai_generated
     split: str | None  # fixed by the source layout, or None to assign from the hash
     cache_key: str | None  # identifies unchanged content (path + size + mtime, or key + etag); None: always read
+    generator: str = ""  # the ai_generated image's generator, from an ai_generated/<generator>/ folder; else ""
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,18 @@ class IngestResult:
     bytes_read: int  # bytes actually read from the source (0 on an unchanged re-run of a folder or S3 source)
 
 
-def _classify(parts: tuple[str, ...]) -> tuple[str, str | None] | None:
-    """(label, fixed split) from a file's path parts below the root, or None when it sits outside the layout."""
+def _classify(parts: tuple[str, ...]) -> tuple[str, str | None, str] | None:
+    """(label, fixed split, generator) from a file's path parts below the root, or None when it sits outside the
+    layout. The generator is the folder an ai_generated file sits in one level below its label folder, else ""."""
     if len(parts) >= 3 and parts[0].lower() in SPLIT_ALIASES and parts[1].lower() in LABEL_ALIASES:
-        return LABEL_ALIASES[parts[1].lower()], SPLIT_ALIASES[parts[0].lower()]
-    if len(parts) >= 2 and parts[0].lower() in LABEL_ALIASES:
-        return LABEL_ALIASES[parts[0].lower()], None
-    return None
+        split, below = SPLIT_ALIASES[parts[0].lower()], parts[1:]
+    elif len(parts) >= 2 and parts[0].lower() in LABEL_ALIASES:
+        split, below = None, parts
+    else:
+        return None
+    label = LABEL_ALIASES[below[0].lower()]
+    generator = below[1] if label == "ai_generated" and len(below) == 3 else ""  # ai_generated/<generator>/<file>
+    return label, split, generator
 
 
 class Source(Protocol):
@@ -98,8 +107,10 @@ class FolderSource:
             if classified is None:
                 skipped += 1
                 continue
+            label, split, generator = classified
             stat = path.stat()
-            items.append(SourceFile(str(path), *classified, f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"))
+            key = f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+            items.append(SourceFile(str(path), label, split, key, generator))
         if skipped:
             log.warning("ingest_files_outside_layout", root=str(self.root), skipped=skipped, layout=_LAYOUT_HELP)
         return items
@@ -128,8 +139,9 @@ class S3Source:
             if classified is None or obj.is_dir:
                 skipped += 1
                 continue
+            label, split, generator = classified
             uri = f"s3://{self.bucket}/{key}"
-            items.append(SourceFile(uri, *classified, f"{self.endpoint}/{uri}:{obj.etag}:{obj.size}"))
+            items.append(SourceFile(uri, label, split, f"{self.endpoint}/{uri}:{obj.etag}:{obj.size}", generator))
         if skipped:
             log.warning("ingest_files_outside_layout", root=f"s3://{self.bucket}/{self.prefix}", skipped=skipped)
         return sorted(items, key=lambda i: i.source)
@@ -346,6 +358,7 @@ def ingest_dataset(
                 "sha256": stored.sha256,
                 "label": item.label,
                 "fixed_split": item.split,
+                "generator": item.generator,
                 "path": rel,
                 "source": item.source,
                 "format": stored.format,

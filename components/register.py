@@ -26,6 +26,7 @@ from components.common.features import image_features
 from components.common.images import decode_image
 from components.common.model import load_checkpoint
 from components.common.settings import ImageLimits
+from components.evaluate import flat_metrics
 from components.stage import stage
 from components.train import CHECKPOINT_FILE, split_rows
 
@@ -95,14 +96,9 @@ def register_model(
         threshold=float(evaluation["threshold"]),
         dataset_version=dataset_version,
         variants=tuple(name for name, v in variants.items() if v["enabled"]),
+        temperature=float(evaluation["temperature"]),
     )
-    metrics = {f"test_{k}": float(v) for k, v in evaluation["metrics"].items()}
-    metrics["onnx_max_abs_diff"] = float(evaluation["onnx_max_abs_diff"])
-    for name, v in variants.items():
-        if "error" in v:
-            continue
-        prefix = name.replace("/", "_")
-        metrics |= {f"{prefix}_test_roc_auc": v["roc_auc"], f"{prefix}_test_accuracy": v["accuracy"]}
+    metrics = flat_metrics(evaluation)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_PATH

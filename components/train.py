@@ -32,7 +32,14 @@ from components.common.dataset import read_manifest
 from components.common.model import Detector, ModelConfig, build_model, save_checkpoint
 from components.common.seeding import seed_everything, seed_worker
 from components.common.settings import ImageLimits
-from components.common.transforms import Preprocessing, eval_transform, load_image, train_transform
+from components.common.transforms import (
+    Augmentation,
+    Preprocessing,
+    aggregate,
+    image_crops,
+    load_image,
+    train_transform,
+)
 from components.stage import stage
 
 log = structlog.get_logger(__name__)
@@ -50,9 +57,10 @@ class TrainConfig:
     # A registered detector to fine-tune (models:/apd-detector@champion, runs:/..., or an artifact folder): its
     # weights initialise backbone and head; its backbone and image size must be this run's. Empty: a fresh one.
     init_model: str = ""
-    image_size: int = 224  # network input side
+    image_size: int = 128  # side of the square crops the network sees, at the image's native resolution
+    max_crops: int = 8  # most crops scored per image at evaluation and serving (their logits are averaged)
     epochs: int = 8  # most epochs; early stopping may end sooner
-    batch_size: int = 16  # images per optimisation step
+    batch_size: int = 32  # images (one crop each) per optimisation step
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_epochs: float = 1.0  # linear warm-up length before the cosine decay
@@ -61,9 +69,18 @@ class TrainConfig:
     max_train_images: int = 0  # train on at most this many images (a class-stratified subset); 0: all
     num_workers: int = 1  # DataLoader worker processes decoding and augmenting images
     seed: int = 42  # seed of initialisation, shuffling and augmentation
+    # Matched augmentation of both classes (rescale, blur, noise, JPEG re-compression, flips) before the crop.
+    augmentation: Augmentation = field(default_factory=Augmentation)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(backbone=self.backbone, preprocessing=Preprocessing(image_size=self.image_size))
+        prep = Preprocessing(image_size=self.image_size, max_crops=self.max_crops)
+        return ModelConfig(backbone=self.backbone, preprocessing=prep)
+
+    def flat_params(self) -> dict[str, Any]:
+        """Every field as an MLflow parameter (the augmentation's as ``augmentation.<name>``)."""
+        params = dataclasses.asdict(self)
+        augmentation = params.pop("augmentation")
+        return params | {f"augmentation.{k}": v for k, v in augmentation.items()}
 
 
 @dataclass(frozen=True)
@@ -77,13 +94,15 @@ class TrainResult:
     train_images_per_second: float = 0.0
 
 
-class ManifestImages(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Images of one split of an ingested dataset, decoded the way serving decodes them."""
+class TrainImages(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Images of the train split, decoded the way serving decodes them, augmented, one random native crop each."""
 
-    def __init__(self, dataset_dir: Path, rows: pd.DataFrame, transform: Any, limits: ImageLimits, prep: Preprocessing):
+    def __init__(
+        self, dataset_dir: Path, rows: pd.DataFrame, limits: ImageLimits, prep: Preprocessing, aug: Augmentation
+    ):
         self.paths = [dataset_dir / p for p in rows["path"]]
         self.labels = torch.tensor([LABEL_VALUE[label] for label in rows["label"]], dtype=torch.float32)
-        self.transform, self.limits, self.prep = transform, limits, prep
+        self.transform, self.limits, self.prep = train_transform(prep, aug), limits, prep
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -93,10 +112,34 @@ class ManifestImages(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
         return self.transform(image), self.labels[index]
 
 
-def eval_loader(dataset_dir: Path, rows: pd.DataFrame, model: Detector, limits: ImageLimits) -> DataLoader[Any]:
-    """Un-augmented batches of ``rows``, preprocessed as ``model``'s config says (evaluation, checks)."""
-    prep = model.config.preprocessing
-    return DataLoader(ManifestImages(dataset_dir, rows, eval_transform(prep), limits, prep), batch_size=32)
+class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
+    """Images of a split, each as the crops the served model scores (``common.transforms.image_crops``)."""
+
+    def __init__(self, dataset_dir: Path, rows: pd.DataFrame, limits: ImageLimits, prep: Preprocessing):
+        self.paths = [dataset_dir / p for p in rows["path"]]
+        self.labels = [LABEL_VALUE[label] for label in rows["label"]]
+        self.limits, self.prep = limits, prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, float]:
+        image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
+        return image_crops(image, self.prep), self.labels[index]
+
+
+CropBatch = tuple[torch.Tensor, list[int], torch.Tensor]  # all crops of a batch of images, crops per image, labels
+
+
+def collate_crops(items: list[tuple[torch.Tensor, float]]) -> CropBatch:
+    """Images with different numbers of crops in one batch: the crops stacked, and how many belong to each."""
+    crops = torch.cat([c for c, _ in items])
+    return crops, [len(c) for c, _ in items], torch.tensor([label for _, label in items], dtype=torch.float32)
+
+
+def eval_loader(dataset_dir: Path, rows: pd.DataFrame, prep: Preprocessing, limits: ImageLimits) -> DataLoader[Any]:
+    """Un-augmented batches of ``rows`` as ``CropBatch``es, preprocessed as ``prep`` says (evaluation, checks)."""
+    return DataLoader(EvalImages(dataset_dir, rows, limits, prep), batch_size=16, collate_fn=collate_crops)
 
 
 def split_rows(manifest: pd.DataFrame, split: str, limit: int = 0, seed: int = 0) -> pd.DataFrame:
@@ -122,20 +165,17 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
 
 
 @torch.inference_mode()
-def predict_probabilities(
-    model: Detector, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(probabilities, labels, mean BCE loss) over a loader, in eval mode."""
+def predict_logits(model: Detector, batches: Iterable[CropBatch]) -> tuple[np.ndarray, np.ndarray, float]:
+    """(one logit per image, labels, mean BCE loss of the uncalibrated probabilities) in eval mode."""
     model.eval()
-    probs, labels, loss_sum, count = [], [], 0.0, 0
-    criterion = nn.BCEWithLogitsLoss(reduction="sum")
-    for images, targets in loader:
-        logits = model(images)
-        loss_sum += float(criterion(logits, targets))
-        count += len(targets)
-        probs.append(torch.sigmoid(logits).numpy())
+    logits, labels = [], []
+    for crops, counts, targets in batches:
+        logits.append(aggregate(model(crops).numpy(), counts))
         labels.append(targets.numpy())
-    return np.concatenate(probs), np.concatenate(labels), loss_sum / max(1, count)
+    image_logits, image_labels = np.concatenate(logits), np.concatenate(labels)
+    loss = float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(image_logits),
+                                                                torch.from_numpy(image_labels).double()))  # fmt: skip
+    return image_logits, image_labels, loss
 
 
 def _set_backbone_trainable(model: Detector, trainable: bool) -> None:
@@ -154,7 +194,7 @@ def make_train_loader(
     """Shuffled, augmented, seeded batches of the train split (the subset when ``max_train_images`` is set)."""
     rows = split_rows(manifest, "train", cfg.max_train_images, cfg.seed)
     return DataLoader(
-        ManifestImages(dataset_dir, rows, train_transform(prep), limits, prep),
+        TrainImages(dataset_dir, rows, limits, prep, cfg.augmentation),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,
@@ -223,10 +263,10 @@ def train_detector(
     prep = model_cfg.preprocessing
     manifest = read_manifest(dataset_dir)
     train_loader = make_train_loader(cfg, dataset_dir, manifest, limits, prep, generator)
-    train_set = cast(ManifestImages, train_loader.dataset)
-    val_set = ManifestImages(dataset_dir, split_rows(manifest, "val"), eval_transform(prep), limits, prep)
+    train_set = cast(TrainImages, train_loader.dataset)
     # Validation decodes in this process: an idle persistent worker of its own measurably slowed training here.
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size)
+    val_loader = eval_loader(dataset_dir, split_rows(manifest, "val"), prep, limits)
+    val_set = cast(EvalImages, val_loader.dataset)
     if len(train_loader) == 0:
         raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
 
@@ -242,7 +282,7 @@ def train_detector(
     out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"dataset_version": dataset_version, "stage": "train"})
-        mlflow.log_params({**dataclasses.asdict(cfg), "dataset_version": dataset_version,
+        mlflow.log_params({**cfg.flat_params(), "dataset_version": dataset_version,
                            "train_images": len(train_set), "val_images": len(val_set)})  # fmt: skip
         for epoch in range(1, cfg.epochs + 1):
             frozen = epoch <= cfg.freeze_backbone_epochs
@@ -250,7 +290,8 @@ def train_detector(
             train_loss, train_accuracy, seen = train_one_epoch(model, train_loader, optimizer, scheduler, epoch, frozen)
             train_seconds += time.perf_counter() - started
             train_images += seen
-            probs, labels, val_loss = predict_probabilities(model, val_loader)
+            logits, labels, val_loss = predict_logits(model, val_loader)
+            probs = 1 / (1 + np.exp(-logits))
             metrics: dict[str, float] = {
                 "train_loss": train_loss,
                 "train_accuracy": train_accuracy,
@@ -286,8 +327,10 @@ def train(
     dataset: Input[Dataset],
     model: Output[Model],
     epochs: int = 8,
-    batch_size: int = 16,
-    image_size: int = 224,
+    batch_size: int = 32,
+    image_size: int = 128,
+    max_crops: int = 8,
+    augment: bool = True,
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
     warmup_epochs: float = 1.0,
@@ -307,7 +350,9 @@ def train(
         model: Output folder holding ``model.pt`` (weights, model config, preprocessing, train config).
         epochs: Most training epochs.
         batch_size: Images per step.
-        image_size: Network input side in pixels.
+        image_size: Side in pixels of the square crops the network sees at native resolution.
+        max_crops: Most crops scored per image at evaluation and serving (logits averaged).
+        augment: Matched augmentation of both classes (rescale 0.5-1.5x, blur, noise, JPEG q60-100, flips).
         lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_epochs: Linear warm-up length, in epochs.
@@ -329,6 +374,7 @@ def train(
     from components.common.logging import configure_logging
     from components.common.settings import Settings
     from components.common.tracking import setup_tracking
+    from components.common.transforms import Augmentation
     from components.train import TrainConfig, train_detector
 
     settings = Settings()
@@ -338,6 +384,8 @@ def train(
         weights=weights,
         init_model=init_model,
         image_size=image_size,
+        max_crops=max_crops,
+        augmentation=Augmentation() if augment else Augmentation.off(),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

@@ -9,7 +9,8 @@ the drill plays its part: every request it sends to the model server is then pos
 binary-mode CloudEvents (request, response) that KServe's logger would send.
 
 1. before: traffic like the data the model was validated on: fresh crops (never seen in training or validation) of
-   the validation split's photos, with their Real-ESRGAN x4plus twins, the generator the model was trained on
+   the validation split's photos, with their twins from the demo's default mix of Real-ESRGAN recipes, the
+   generators the model was trained on
 2. during: the same real crops, but their generated twins now come from a generator the model never saw
    (``NEW_GENERATOR``: another network, at another scale, see ``demo_data.GENERATORS``); the drift job runs after
    every chunk of traffic until it alerts (time to detection, in seconds and requests)
@@ -67,7 +68,7 @@ class PhaseResult:
 
 
 def _images(root: Path, splits: tuple[str, ...], labels: tuple[str, ...] = ("real", "ai_generated")) -> list[Image]:
-    return [(p, label) for split in splits for label in labels for p in sorted((root / split / label).glob("*.jpg"))]
+    return [(p, label) for split in splits for label in labels for p in sorted((root / split / label).rglob("*.jpg"))]
 
 
 def _interleave(images: list[Image]) -> list[Image]:
@@ -188,7 +189,7 @@ def _union(out: Path, *roots: Path) -> Path:
     """One class-folder tree of several demo builds (hard links): the retraining source."""
     shutil.rmtree(out, ignore_errors=True)
     for root in roots:
-        for path in root.glob("*/*/*.jpg"):
+        for path in root.rglob("*.jpg"):
             target = out / path.relative_to(root).parent / f"{root.name}_{path.name}"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target)
@@ -234,9 +235,10 @@ def main() -> int:  # noqa: PLR0915 - one story, told in order
     demo = build_demo_dataset(data / "demo", seed=settings.seed).out_dir
     print("building fresh crops and the new generator's images ...", flush=True)
     fresh = build_demo_dataset(data / "demo-fresh", seed=settings.seed, crops_per_photo=8, first_crop=16).out_dir
-    # Crops 12-15 of every photo to retrain on; the new traffic uses crops 16-23, as phase 1 does.
+    # The demo holds crops 0-15 of every photo; the new traffic uses crops 16-23, as phase 1 does; the retraining
+    # gets the new generator's twins of crops 24-27, which neither of them holds.
     newgen = build_demo_dataset(
-        data / "demo-newgen", seed=settings.seed, crops_per_photo=4, first_crop=12, generator=NEW_GENERATOR
+        data / "demo-newgen", seed=settings.seed, crops_per_photo=4, first_crop=24, generator=NEW_GENERATOR
     ).out_dir
     newgen_fresh = build_demo_dataset(
         data / "demo-newgen-fresh", seed=settings.seed, crops_per_photo=8, first_crop=16, generator=NEW_GENERATOR

@@ -46,8 +46,10 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         warn_class_ratio: float = 1.25,
         min_images_per_split: int = 10,
         epochs: int = 8,
-        batch_size: int = 16,
-        image_size: int = 224,
+        batch_size: int = 32,
+        image_size: int = 128,
+        max_crops: int = 8,
+        augment: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         warmup_epochs: float = 1.0,
@@ -61,6 +63,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         seed: int = 42,
         min_accuracy: float = 0.85,
         min_f1: float = 0.80,
+        max_auc_drop: float = 0.10,
+        max_fpr: float = 0.05,
         canary_percent: int = 0,
     ) -> Markdown:
         """Returns the evaluation report (metrics, gate, comparison with the champion).
@@ -75,7 +79,9 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             min_images_per_split: Validation: fewest images per split.
             epochs: Training: most epochs (early stopping may end sooner).
             batch_size: Training: images per step.
-            image_size: Training: network input side.
+            image_size: Training: side of the native-resolution crops the network sees.
+            max_crops: Training: most crops scored per image at evaluation and serving.
+            augment: Training: matched augmentation of both classes (rescale, blur, noise, JPEG, flips).
             lr: Training: peak AdamW learning rate.
             weight_decay: Training: AdamW weight decay.
             warmup_epochs: Training: warm-up length in epochs.
@@ -90,6 +96,9 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             seed: Training: seed.
             min_accuracy: Quality gate: lowest test accuracy.
             min_f1: Quality gate: lowest test F1.
+            max_auc_drop: Quality gate: largest test ROC AUC lost to JPEG q75 or a 0.5x downscale.
+            max_fpr: Evaluation: the threshold flags at most this share of the validation real images (the F1-best
+                cut among those).
             canary_percent: Deploy: share of requests (percent) the new version gets as a KServe canary; 0 (the
                 default) only registers it.
         """
@@ -105,6 +114,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             epochs=epochs,
             batch_size=batch_size,
             image_size=image_size,
+            max_crops=max_crops,
+            augment=augment,
             lr=lr,
             weight_decay=weight_decay,
             warmup_epochs=warmup_epochs,
@@ -127,6 +138,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             run_id=trained.outputs["Output"],
             min_accuracy=min_accuracy,
             min_f1=min_f1,
+            max_auc_drop=max_auc_drop,
+            max_fpr=max_fpr,
         )
         registered = register(
             dataset=ingested.outputs["dataset"],

@@ -24,9 +24,9 @@ from components.common.artifact import ArtifactConfig, fetch_artifact, load_arti
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
-from components.common.runtimes import Engine, open_engine, variant_name
+from components.common.runtimes import Engine, image_logits, open_engine, variant_name
 from components.common.settings import ImageLimits, ServingSettings
-from components.common.transforms import eval_transform
+from components.common.transforms import image_crops, load_image
 from serving import codec, explain, metrics
 
 log = structlog.get_logger(__name__)
@@ -53,7 +53,6 @@ class DetectorModel(Model):
             self.folder = folder
             self.engine = self._open_engine(folder)
             self.version = self._version_of(folder)
-            self.transform = eval_transform(self.config.model.preprocessing)
             self.score([_warmup_image(self.config.model.preprocessing.image_size)])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:  # FileNotFoundError is an OSError
             log.error(
@@ -123,22 +122,21 @@ class DetectorModel(Model):
         return f"{folder.name}-{self.config.dataset_version}"
 
     def score(self, images: list[bytes]) -> np.ndarray:
-        """Probabilities that each image is AI-generated. Raises InvalidImageError for an image it cannot take."""
-        assert self.net is not None
+        """Calibrated probabilities that each image is AI-generated, from its native-resolution crops (the
+        artifact's preprocessing). Raises InvalidImageError for an image it cannot take."""
         assert self.config is not None
         prep = self.config.model.preprocessing
-        tensors = []
+        crops = []
         for data in images:
             started = time.perf_counter()
             metrics.IMAGE_BYTES.observe(len(data))
-            decoded = decode_image(data, self.limits, draft_size=prep.resize_size)
-            tensors.append(self.transform(decoded.image))
+            crops.append(image_crops(load_image(data, self.limits, prep), prep).numpy())
             metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
         assert self.engine is not None
         started = time.perf_counter()
-        probabilities = self.engine(torch.stack(tensors).numpy())
+        logits = image_logits(self.engine, crops)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return probabilities
+        return self.config.probabilities(logits)
 
     def detect(self, images: list[bytes]) -> list[codec.Detection]:
         assert self.config is not None
@@ -181,9 +179,9 @@ class DetectorModel(Model):
             images = codec.images_from_v1(payload, self.settings.max_batch)
             explanations = []
             for data in images:
-                served = decode_image(data, self.limits, draft_size=self.config.model.preprocessing.resize_size)
-                probability, heat = explain.grad_cam(self.net, self.transform(served.image))  # as predict sees it
-                png = explain.heatmap_png(decode_image(data, self.limits).image, heat)  # over the full image
+                image = decode_image(data, self.limits).image  # every pixel: the heatmap covers the full image
+                probability, heat = explain.explain_image(self.net, self.config, image, data, self.limits)
+                png = explain.heatmap_png(image, heat)
                 explanations.append(
                     {"probability": round(probability, 6), "heatmap": {"b64": base64.b64encode(png).decode()}}
                 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import re
 import time
 import uuid
@@ -180,6 +181,7 @@ class ModelServers:
             label=result["label"],
             latency_ms=result["latency_ms"],
             image_bytes=len(image),
+            image_sha256=hashlib.sha256(image).hexdigest(),  # the exact bytes scored: the page never re-encodes
         )
         return result
 
@@ -202,7 +204,14 @@ class ModelServers:
             raise ProxyError(
                 502, f"the model server at {target.url} answered :explain without a heatmap: {exc!r}"
             ) from exc
-        log.info("ui_explain", target=key, model=model, latency_ms=result["latency_ms"], image_bytes=len(image))
+        log.info(
+            "ui_explain",
+            target=key,
+            model=model,
+            latency_ms=result["latency_ms"],
+            image_bytes=len(image),
+            image_sha256=hashlib.sha256(image).hexdigest(),
+        )
         return result
 
     async def models(self, target: Target) -> dict[str, Any]:

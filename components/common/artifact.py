@@ -3,10 +3,11 @@
 Layout::
 
     model.pt            weights + model config + preprocessing (+ training config)
-    model.onnx          the same network for ONNX Runtime and OpenVINO (images NCHW float32 -> logits)
+    model.onnx          the same network for ONNX Runtime and OpenVINO (crops NCHW float32 -> one logit per crop)
     model.int8.onnx     the same network quantized to int8 (served only when evaluation enabled an int8 variant)
-    config.json         everything serving needs besides weights: threshold, confidence bands, labels, versions,
-                        and the inference variants (runtime/precision) the evaluate step found faithful
+    config.json         everything serving needs besides weights: threshold, calibration temperature, confidence
+                        bands, labels, versions, and the inference variants (runtime/precision) the evaluate step
+                        found faithful
     metrics.json        test metrics at registration
     reference.parquet   per-image features and predictions of the validation split (the drift reference)
 
@@ -22,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from components.common.model import Detector, ModelConfig, load_checkpoint
 from components.common.runtimes import EXACT_VARIANTS
+from components.common.transforms import probabilities
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -45,6 +49,13 @@ class ArtifactConfig:
     labels: tuple[str, str] = LABELS
     # runtime/precision variants allowed to serve this model (see common.runtimes); fp32 ones always are.
     variants: tuple[str, ...] = EXACT_VARIANTS
+    # Calibration: probability = sigmoid(image logit / temperature), fitted on validation (1.0: uncalibrated,
+    # what artifacts from before calibration get).
+    temperature: float = 1.0
+
+    def probabilities(self, image_logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from per-image logits (the one place the temperature is applied)."""
+        return probabilities(image_logits, self.temperature)
 
     def label(self, probability: float) -> str:
         """ai_generated at or above the threshold, else real."""
@@ -72,6 +83,7 @@ class ArtifactConfig:
             "confidence_bands": self.confidence_bands,
             "labels": list(self.labels),
             "variants": list(self.variants),
+            "temperature": self.temperature,
         }
 
     @classmethod
@@ -86,6 +98,7 @@ class ArtifactConfig:
             confidence_bands={k: float(v) for k, v in data["confidence_bands"].items()},
             labels=(data["labels"][0], data["labels"][1]),
             variants=tuple(data.get("variants", EXACT_VARIANTS)),  # artifacts from before variants: fp32 only
+            temperature=float(data.get("temperature", 1.0)),  # artifacts from before calibration: uncalibrated
         )
 
 

@@ -23,9 +23,12 @@ from components.common.settings import SplitSettings
 
 LABELS = ("real", "ai_generated")
 SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ["sha256", "label", "split", "path", "source", "format", "width", "height", "bytes"]
+MANIFEST_COLUMNS = ["sha256", "label", "split", "generator", "path", "source", "format", "width", "height", "bytes"]
 # Columns whose values define the dataset; `source` (where a file came from) does not change the version.
-_VERSION_COLUMNS = ["sha256", "label", "split", "path", "format", "width", "height", "bytes"]
+_VERSION_COLUMNS = ["sha256", "label", "split", "generator", "path", "format", "width", "height", "bytes"]
+# Columns added after the first manifests were written, with the value older manifests stand for. `generator`:
+# the generator of an ai_generated image when the source says it (``ai_generated/<generator>/``), else "".
+_LATER_COLUMNS = {"generator": ""}
 MANIFEST_FILE = "manifest.parquet"
 SUMMARY_FILE = "dataset.json"
 
@@ -58,9 +61,15 @@ def train_or_val_for_hash(sha256: str, splits: SplitSettings) -> str:
     return "val" if u < splits.val / (splits.train + splits.val) else "train"
 
 
+def _complete(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with every column added since older manifests were written (filled with its default)."""
+    missing = {column: value for column, value in _LATER_COLUMNS.items() if column not in manifest.columns}
+    return manifest.assign(**missing) if missing else manifest
+
+
 def dataset_version(manifest: pd.DataFrame) -> str:
     """Hash of the manifest content, independent of row order and of where the files came from."""
-    canonical = manifest[_VERSION_COLUMNS].sort_values(["sha256", "label", "split"]).astype(str)
+    canonical = _complete(manifest)[_VERSION_COLUMNS].sort_values(["sha256", "label", "split"]).astype(str)
     digest = hashlib.sha256()
     digest.update("\t".join(_VERSION_COLUMNS).encode())
     for row in canonical.itertuples(index=False):
@@ -78,7 +87,7 @@ def summarize(manifest: pd.DataFrame) -> DatasetSummary:
 
 def write_dataset(manifest: pd.DataFrame, dataset_dir: Path) -> DatasetSummary:
     """Write the manifest and summary of a dataset whose images are already in ``dataset_dir/images``."""
-    manifest = manifest[MANIFEST_COLUMNS].sort_values(["split", "label", "sha256"]).reset_index(drop=True)
+    manifest = _complete(manifest)[MANIFEST_COLUMNS].sort_values(["split", "label", "sha256"]).reset_index(drop=True)
     manifest.to_parquet(dataset_dir / MANIFEST_FILE, index=False)
     summary = summarize(manifest)
     (dataset_dir / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
@@ -86,5 +95,5 @@ def write_dataset(manifest: pd.DataFrame, dataset_dir: Path) -> DatasetSummary:
 
 
 def read_manifest(dataset_dir: Path) -> pd.DataFrame:
-    """The manifest of an ingested dataset folder."""
-    return pd.read_parquet(dataset_dir / MANIFEST_FILE)
+    """The manifest of an ingested dataset folder (one written before a column existed gets its default)."""
+    return _complete(pd.read_parquet(dataset_dir / MANIFEST_FILE))

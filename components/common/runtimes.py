@@ -12,11 +12,13 @@ graph statically quantized to int8, QDQ format, calibrated on training images).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from components.common.transforms import aggregate
 
 RuntimeName = Literal["openvino", "onnxruntime", "torch"]
 Precision = Literal["fp32", "bf16", "int8"]
@@ -33,15 +35,26 @@ VARIANTS: tuple[str, ...] = (
 )
 EXACT_VARIANTS: tuple[str, ...] = ("torch/fp32", "onnxruntime/fp32", "openvino/fp32")
 
-Engine = Callable[[np.ndarray], np.ndarray]  # NCHW float32 batch -> probabilities (float32, one per image)
+Engine = Callable[[np.ndarray], np.ndarray]  # NCHW float32 batch of crops -> logits (float32, one per crop)
+MAX_CROPS_PER_CALL = 64  # crops per engine call when scoring many images (bounds memory, keeps batches efficient)
 
 
 def variant_name(runtime: str, precision: str) -> str:
     return f"{runtime}/{precision}"
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return np.asarray(1 / (1 + np.exp(-logits.reshape(-1))), dtype=np.float32)
+def _flat(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(logits, dtype=np.float32).reshape(-1)
+
+
+def image_logits(engine: Engine, crops: Sequence[np.ndarray]) -> np.ndarray:
+    """One logit per image from each image's crops (``crops[i]`` is image i's (n_i, C, H, W) array): the crops of
+    all images run through ``engine`` in batches of at most ``MAX_CROPS_PER_CALL``, then ``aggregate``."""
+    stacked = np.concatenate([np.asarray(c, dtype=np.float32) for c in crops])
+    logits = np.concatenate(
+        [engine(stacked[i : i + MAX_CROPS_PER_CALL]) for i in range(0, len(stacked), MAX_CROPS_PER_CALL)]
+    )
+    return aggregate(logits, [len(c) for c in crops])
 
 
 def open_engine(folder: Path, runtime: str, precision: str, threads: int, net: Any = None) -> Engine:
@@ -72,7 +85,7 @@ def _torch_engine(net: Any) -> Engine:
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return _sigmoid(net(torch.from_numpy(batch)).numpy())
+            return _flat(net(torch.from_numpy(batch)).numpy())
 
     return run
 
@@ -86,7 +99,7 @@ def _onnxruntime_engine(path: Path, threads: int) -> Engine:
     # preprocessing: 0.3 MP decode + preprocess took 20 ms instead of 5 ms here until this was off.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda batch: _sigmoid(session.run(None, {"images": batch})[0])
+    return lambda batch: _flat(session.run(None, {"images": batch})[0])
 
 
 def _openvino_engine(path: Path, precision_hint: str, threads: int) -> Engine:
@@ -106,7 +119,7 @@ def _openvino_engine(path: Path, precision_hint: str, threads: int) -> Engine:
 
     def run(batch: np.ndarray) -> np.ndarray:
         request.infer({0: batch})
-        return _sigmoid(request.get_output_tensor(0).data)
+        return _flat(request.get_output_tensor(0).data).copy()
 
     return run
 

@@ -73,6 +73,12 @@ class QualityGate(BaseModel):
 
     min_accuracy: float = Field(default=0.85, ge=0, le=1, description="Lowest accepted test accuracy.")
     min_f1: float = Field(default=0.80, ge=0, le=1, description="Lowest accepted test F1 (ai_generated positive).")
+    max_auc_drop: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="Largest test ROC AUC the model may lose on JPEG q75 or 0.5x-downscaled copies of the test images.",
+    )
 
 
 class S3Settings(BaseModel):

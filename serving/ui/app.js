@@ -2,14 +2,12 @@
 // Vanilla JS, no build step, nothing loaded from elsewhere.
 "use strict";
 
-const DOWNSCALE_SIDE = 2048; // longest side above this is downscaled before upload
-const DOWNSCALE_BYTES = 4 * 1024 * 1024; // files above this are re-encoded before upload
-const JPEG_QUALITY = 0.92;
 const HISTORY_KEY = "apd-ui-history";
 const HISTORY_MAX = 200;
 const LABELS = { ai_generated: "AI-generated", real: "Real photo" };
 
 const state = {
+  // The server's image limits (APD_IMAGES__*) replace these defaults once /api/models answers.
   limits: { max_bytes: 10 * 1024 * 1024, max_pixels: 40000000, formats: ["JPEG", "PNG", "WEBP"] },
   targets: [],
   queue: Promise.resolve(),
@@ -36,10 +34,10 @@ function megabytes(bytes) {
   return `${mb.toFixed(1).replace(/\.0$/, "")} MB`;
 }
 
-function tooLarge(size, limit, after = "") {
+function tooLarge(size, limit) {
   // "file too large: 14 MB, the limit is 10 MB" (in bytes when both round to the same megabytes)
-  if (megabytes(size) === megabytes(limit)) return `file too large: ${size} bytes${after}, the limit is ${limit} bytes`;
-  return `file too large: ${megabytes(size)}${after}, the limit is ${megabytes(limit)}`;
+  if (megabytes(size) === megabytes(limit)) return `file too large: ${size} bytes, the limit is ${limit} bytes`;
+  return `file too large: ${megabytes(size)}, the limit is ${megabytes(limit)}`;
 }
 
 function percent(probability) {
@@ -75,8 +73,9 @@ function acceptedText() {
 
 class CheckError extends Error {}
 
-// Client-side checks before upload; returns {blob, note} with the bytes to send.
-async function prepare(file, downscale) {
+// Client-side checks before upload. The file itself is what gets sent: its original bytes, never resampled or
+// re-encoded (the detector reads native pixels). The byte limit is the server's (/api/models).
+async function checkFile(file) {
   if (file.size === 0) throw new CheckError(`empty file: choose a ${acceptedText()} image`);
   const head = new Uint8Array(await file.slice(0, 16).arrayBuffer());
   const format = sniff(head);
@@ -86,45 +85,7 @@ async function prepare(file, downscale) {
   if (!state.limits.formats.includes(format)) {
     throw new CheckError(`not an image we accept: ${format} is not accepted, send ${acceptedText()}`);
   }
-  const limit = state.limits.max_bytes;
-  if (!downscale) {
-    if (file.size > limit) throw new CheckError(tooLarge(file.size, limit));
-    return { blob: file, note: null };
-  }
-  let bitmap;
-  try {
-    bitmap = await createImageBitmap(file);
-  } catch (error) {
-    // The browser cannot decode it: send it as it is when it fits, and let the model server say what is wrong.
-    if (file.size > limit) throw new CheckError(tooLarge(file.size, limit));
-    return { blob: file, note: null };
-  }
-  const { width, height } = bitmap;
-  const longest = Math.max(width, height);
-  if (longest <= DOWNSCALE_SIDE && file.size <= DOWNSCALE_BYTES) {
-    bitmap.close();
-    return { blob: file, note: null };
-  }
-  const scale = Math.min(1, DOWNSCALE_SIDE / longest);
-  const w = Math.max(1, Math.round(width * scale));
-  const h = Math.max(1, Math.round(height * scale));
-  const canvas = document.createElement("canvas");
-  canvas.width = w;
-  canvas.height = h;
-  const context = canvas.getContext("2d");
-  context.fillStyle = "#fff"; // JPEG has no transparency: transparent pixels become white, not black
-  context.fillRect(0, 0, w, h);
-  context.imageSmoothingQuality = "high";
-  context.drawImage(bitmap, 0, 0, w, h);
-  bitmap.close();
-  const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
-  if (!blob) throw new CheckError("the browser could not re-encode this image; untick downscaling and try again");
-  if (blob.size > limit) {
-    throw new CheckError(tooLarge(blob.size, limit, " even after downscaling"));
-  }
-  const note = `Downscaled in the browser before upload: ${width}x${height} px, ${megabytes(file.size)} → ` +
-    `${w}x${h} px JPEG, ${megabytes(blob.size)}.`;
-  return { blob, note };
+  if (file.size > state.limits.max_bytes) throw new CheckError(tooLarge(file.size, state.limits.max_bytes));
 }
 
 // ---- the backend (/api on this origin) ----
@@ -271,10 +232,9 @@ function showError(parts, message) {
   parts.card.classList.add("failed");
 }
 
-function showResult(parts, answer, prepared, blob, model, totalMs) {
+function showResult(parts, answer, file, model, totalMs) {
   const r = answer.result;
   parts.body.querySelector("[data-field=state]").remove();
-  if (prepared.note) parts.body.append(el("p", { class: "note", "data-field": "downscaled", text: prepared.note }));
   parts.body.append(
     el("p", { class: `verdict ${r.label}`, "data-field": "label", "data-label": r.label, text: labelText(r.label) }),
     gauge(r));
@@ -294,7 +254,7 @@ function showResult(parts, answer, prepared, blob, model, totalMs) {
       toggle.disabled = true;
       toggle.textContent = "Computing Grad-CAM…";
       try {
-        const explained = await api(`/api/explain?model=${encodeURIComponent(model)}`, blob);
+        const explained = await api(`/api/explain?model=${encodeURIComponent(model)}`, file);
         parts.overlay.src = `data:image/png;base64,${explained.heatmap_png_b64}`;
       } catch (error) {
         toggle.disabled = false;
@@ -325,15 +285,14 @@ async function check(file) {
   parts.photo.addEventListener("error", () => { parts.photo.hidden = true; }); // not displayable: no broken icon
   parts.photo.src = URL.createObjectURL(file);
   try {
-    const prepared = await prepare(file, $("#downscale").checked);
-    if (prepared.blob !== file) parts.photo.src = URL.createObjectURL(prepared.blob);
+    await checkFile(file);
     const started = performance.now();
     const query = new URLSearchParams({ model, compare });
-    const answer = await api(`/api/predict?${query}`, prepared.blob);
-    showResult(parts, answer, prepared, prepared.blob, model, performance.now() - started);
+    const answer = await api(`/api/predict?${query}`, file);
+    showResult(parts, answer, file, model, performance.now() - started);
     const r = answer.result;
     Object.assign(entry, { label: r.label, probability: r.probability, confidence: r.confidence,
-      model_version: r.model_version, downscaled: Boolean(prepared.note) });
+      model_version: r.model_version });
     if (answer.compare) {
       const c = answer.compare;
       entry.compare = c.error ? { error: c.error } : { label: c.label, probability: c.probability,

@@ -16,7 +16,7 @@ from PIL import Image
 from components.common.images import decode_image
 from components.common.logging import configure_logging
 from components.common.settings import Settings
-from components.common.transforms import Preprocessing, eval_transform, load_image
+from components.common.transforms import Preprocessing, image_crops, load_image
 from components.ingest import ingest_dataset
 from components.validate import validate_dataset
 
@@ -40,15 +40,16 @@ def _median_ms(fn: object, data: bytes, rounds: int) -> float:
 
 
 def bench_decode(settings: Settings) -> None:
-    prep = Preprocessing()
-    to_tensor = eval_transform(prep)
-    print("decode + preprocess to a 224 px tensor, ms per image (median):")
-    print(f"  {'image':>14}  {'full decode':>11}  {'draft decode (served path)':>26}")
+    native = Preprocessing()  # the served path of native-resolution models: every pixel decoded, K crops
+    legacy = Preprocessing(image_size=224, mode="resize", max_crops=1, crop_align=1)  # models before it
+    print(f"decode + preprocess, ms per image (median); native: {native.max_crops} crops of {native.image_size} px")
+    print(f"  {'image':>14}  {'full decode':>11}  {'native crops (served)':>21}  {'legacy draft + resize 224':>25}")
     for label, (w, h), rounds in (("0.3 MP", (640, 480), 30), ("2 MP", (1600, 1200), 15), ("12 MP", (4000, 3000), 5)):
         data = _jpeg(w, h, seed=w)
-        full = _median_ms(lambda d: to_tensor(decode_image(d, settings.images).image), data, rounds)
-        draft = _median_ms(lambda d: to_tensor(load_image(d, settings.images, prep)), data, rounds)
-        print(f"  {label:>6} {w}x{h:<5}  {full:>11.1f}  {draft:>26.1f}")
+        full = _median_ms(lambda d: decode_image(d, settings.images), data, rounds)
+        crops = _median_ms(lambda d: image_crops(load_image(d, settings.images, native), native), data, rounds)
+        resize = _median_ms(lambda d: image_crops(load_image(d, settings.images, legacy), legacy), data, rounds)
+        print(f"  {label:>6} {w}x{h:<5}  {full:>11.1f}  {crops:>21.1f}  {resize:>25.1f}")
 
 
 def bench_ingest_validate(settings: Settings, count: int = 400) -> None:

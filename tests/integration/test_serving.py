@@ -347,6 +347,42 @@ def test_every_fp32_runtime_gives_the_same_probabilities(tmp_path: Path) -> None
     assert np.abs(scores["onnxruntime"] - scores["torch"]).max() < 1e-5
 
 
+def test_an_artifact_from_before_native_crops_serves_as_it_did(tmp_path: Path) -> None:
+    """An artifact whose preprocessing has no mode (registered before native crops): draft-decoded, resized,
+    centre-cropped, uncalibrated, exactly as the old server scored it."""
+    from components.common.images import decode_image
+    from components.common.model import load_checkpoint
+    from components.common.settings import ImageLimits
+    from components.common.transforms import eval_transform
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64, mode="resize", max_crops=1))).eval()
+    old_prep = {k: v for k, v in model.config.preprocessing.to_dict().items() if k not in {"mode", "max_crops",
+                                                                                        "crop_align"}}  # fmt: skip
+    payload = {"format": 1, "model_config": {**model.config.to_dict(), "preprocessing": old_prep},
+               "state_dict": model.state_dict(), "extra": {}}  # fmt: skip
+    torch.save(payload, tmp_path / "model.pt")
+    folder = tmp_path / "old"
+    write_artifact(folder, tmp_path / "model.pt", ArtifactConfig(model.config, 0.5, "old"), {})
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["preprocessing"] = old_prep
+    del config["temperature"]
+    (folder / "config.json").write_text(json.dumps(config))
+    export_onnx(model, folder / ONNX_FILE)
+    loaded, _ = load_checkpoint(folder / "model.pt")
+    assert loaded.config.preprocessing.mode == "resize"
+
+    photo = encode("JPEG", (1600, 1200), seed=7)
+    prep = loaded.config.preprocessing
+    old_view = decode_image(photo, ImageLimits(), draft_size=prep.resize_size).image  # the old draft decoding
+    with torch.inference_mode():
+        expected = float(torch.sigmoid(model(eval_transform(prep)(old_view)[None]))[0])
+    for runtime in ("torch", "openvino"):
+        served = _load(folder, runtime)
+        assert served.load()
+        assert float(served.score([photo])[0]) == pytest.approx(expected, abs=1e-5)
+
+
 def test_a_precision_loads_only_when_the_evaluation_enabled_it(tmp_path: Path) -> None:
     folder = _artifact(tmp_path / "models")
     # The artifact's config enables the fp32 variants only (what evaluate writes when bf16/int8 drift too far).

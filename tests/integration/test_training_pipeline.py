@@ -1,6 +1,7 @@
 """The whole pipeline under kfp.local against a real MLflow (SQLite + local artifacts): registry, aliases, gate,
 determinism."""
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -26,11 +27,14 @@ from components.ingest import ingest_dataset
 from components.train import TrainConfig, train_detector
 from pipelines.local import run_local
 from pipelines.training import training_pipeline
+from tests.integration.test_serving import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Tiny and fast: 1 epoch on 32 px inputs; bars low enough for what one epoch on 24 training images can learn.
-FAST = {"epochs": 1, "image_size": 32, "batch_size": 8, "num_workers": 0, "min_images_per_split": 4}
+# Tiny and fast: 1 epoch on 32 px crops; bars low enough for what one epoch on 24 training images can learn (the
+# toy classes differ in pixel noise, which a 0.5x downscale erases: no robustness bar).
+FAST = {"epochs": 1, "image_size": 32, "batch_size": 8, "num_workers": 0, "min_images_per_split": 4,
+        "max_auc_drop": 1.0}  # fmt: skip
 
 
 def _smooth(rng: np.random.Generator, noisy: bool) -> bytes:
@@ -91,11 +95,19 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     assert files <= {p.name for p in folder.iterdir()}
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["onnx_max_abs_diff"] < 1e-4
-    assert {"openvino_bf16_test_roc_auc", "openvino_int8_test_accuracy"} <= set(metrics)
+    assert {"openvino_bf16_test_roc_auc", "openvino_int8_test_accuracy", "openvino_int8_flip_rate_upper"} <= set(
+        metrics
+    )
+    robustness = {
+        f"test_{c}_{m}" for c in ("jpeg_q75", "downscale_0_5x", "upscale_2x") for m in ("roc_auc", "auc_drop")
+    }
+    assert robustness | {"test_ece_before", "test_ece_after", "test_fpr_real", "temperature"} <= set(metrics)
     model, config = load_artifact(folder)
     assert set(EXACT_VARIANTS) <= set(config.variants)
     assert not model.training
     assert config.model.preprocessing.image_size == 32
+    assert config.model.preprocessing.mode == "native"
+    assert config.temperature == pytest.approx(metrics["temperature"])
     assert config.dataset_version == dataset_version
     reference = pd.read_parquet(folder / REFERENCE_FILE)
     assert len(reference) == 12  # the validation split
@@ -106,6 +118,22 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     assert {"test_accuracy", "test_f1", "threshold", "val_loss", "train_loss"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
     assert artifacts == {"plots/roc_curve.png", "plots/confusion_matrix.png"}
+
+    # The served model gives each image the probability the evaluate step gave it (calibrated, same crops).
+    evaluation = json.loads(next((tmp_path / "runs").glob("*/evaluate/evaluation")).read_text())
+    dataset = next((tmp_path / "runs").glob("*/ingest/dataset"))
+    manifest = pd.read_parquet(dataset / "manifest.parquet").set_index("sha256")
+    server = Server(tmp_path, "models:/apd-test@champion")
+    try:
+        for sha, expected in list(evaluation["val_predictions"].items())[:4]:
+            image = base64.b64encode((dataset / manifest.loc[sha, "path"]).read_bytes()).decode()
+            status, body = server.call(
+                "POST", "/v1/models/apd-detector:predict", {"instances": [{"image": {"b64": image}}]}
+            )
+            assert status == 200, body
+            assert body["predictions"][0]["probability"] == pytest.approx(expected, abs=1e-4)
+    finally:
+        server.stop()
 
     # A second, identical run: the candidate ties the champion, so only the challenger alias moves.
     second = run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=0.5, min_f1=0.5, **FAST)

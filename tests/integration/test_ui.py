@@ -2,6 +2,7 @@
 page driven in a real headless Chromium over the Chrome DevTools protocol (websocket-client, no WebDriver)."""
 
 import base64
+import hashlib
 import io
 import json
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import websocket
 from PIL import Image
@@ -39,7 +41,11 @@ def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
 
 COFFEE = Image.fromarray(photos.coffee())  # a real photograph, 600x400
 PHOTO = _jpeg(COFFEE)
-LARGE_PHOTO = _jpeg(COFFEE.resize((3000, 2000), Image.Resampling.BICUBIC))  # over the 2048 px budget
+LARGE_SIZE = (3000, 2000)
+_UPSCALED = np.asarray(COFFEE.resize(LARGE_SIZE, Image.Resampling.BICUBIC), dtype=np.int16)
+_GRAIN = np.random.default_rng(0).integers(-64, 65, _UPSCALED.shape)  # sensor-like noise: a big file, 5 MB
+# Over both of the page's former downscaling thresholds (2048 px, 4 MB), under the 10 MB limit: sent as it is.
+LARGE_PHOTO = _jpeg(Image.fromarray(np.clip(_UPSCALED + _GRAIN, 0, 255).astype(np.uint8)), quality=95)
 CORRUPT = PHOTO[: len(PHOTO) // 3]  # a truncated JPEG: right magic bytes, the rest missing
 GIF = encode("GIF", (80, 60))
 
@@ -154,6 +160,12 @@ class Ui:
         command = [sys.executable, "-m", "components.cli", "ui", "--port", str(self.port), "--model-url", model_url]
         self.process = subprocess.Popen([*command, *flags], stdout=self.log, stderr=subprocess.STDOUT)
         wait_until_up(self.process, Path(self.log.name), f"{self.url}/healthz", seconds=60, poll=0.3)
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines of ``event`` so far (the page's backend logs each check: bytes and their sha256)."""
+        lines = Path(self.log.name).read_text().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in entries if e.get("event") == event]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -323,7 +335,6 @@ def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
     assert _field(browser, "confidence") in {"low", "medium", "high"}
     assert _field(browser, "model-version") == f"{MODEL}, version models-test"
     assert "ms model server, " in _field(browser, "latency")
-    assert _field(browser, "downscaled") == ""  # 600x400 and 60 KB: sent as it is
 
     overlay = "document.querySelector('#results .card img.overlay')"
     assert browser.js(f"{overlay}.hidden") is True
@@ -336,30 +347,44 @@ def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
     assert browser.js(f"{overlay}.hidden") is True
 
 
-def test_a_dropped_large_image_is_downscaled_in_the_browser(browser: Chromium, ui: Ui, images: dict[str, Path]) -> None:
+def test_a_dropped_large_image_reaches_the_server_byte_identical(
+    browser: Chromium, ui: Ui, images: dict[str, Path]
+) -> None:
+    """The detector reads native pixels: the page sends the file's own bytes, never resampled or re-encoded."""
+    assert 4 * 1024 * 1024 < len(LARGE_PHOTO) < ImageLimits().max_bytes
+    sha256 = hashlib.sha256(LARGE_PHOTO).hexdigest()
     browser.open(ui.url)
     browser.js("document.querySelector('#dropzone').scrollIntoView()")
     browser.drop_files("#dropzone", images["large.jpg"])  # dropped, not picked
     browser.wait("document.querySelectorAll('#results .card').length === 1")
     browser.wait("!document.querySelector('#results .card [data-field=state]')")
-    assert "3000x2000 px" in _field(browser, "downscaled")
-    assert "2048x1365 px JPEG" in _field(browser, "downscaled")
+    assert _field(browser, "error") == ""
     assert _field(browser, "label") in {"AI-generated", "Real photo"}
+    assert "ownscal" not in browser.js("document.querySelector('#results .card').textContent")
+    scored = ui.logged("ui_predict")[-1]
+    assert (scored["image_bytes"], scored["image_sha256"]) == (len(LARGE_PHOTO), sha256)
+
+    # Grad-CAM gets the same bytes, and its heatmap has the image's native size.
+    overlay = "document.querySelector('#results .card img.overlay')"
+    browser.js("document.querySelector('#results .card [data-field=gradcam]').click()")
+    browser.wait(f"!{overlay}.hidden && {overlay}.complete && {overlay}.naturalWidth > 0", timeout=120)
+    assert browser.js(f"[{overlay}.naturalWidth, {overlay}.naturalHeight]") == list(LARGE_SIZE)
+    explained = ui.logged("ui_explain")[-1]
+    assert (explained["image_bytes"], explained["image_sha256"]) == (len(LARGE_PHOTO), sha256)
 
 
 @pytest.mark.parametrize(
-    ("name", "downscale", "says"),
+    ("name", "says"),
     [
-        ("animation.gif", True, "not an image we accept: GIF is not accepted, send JPEG, PNG or WebP"),  # in the page
-        ("corrupt.jpg", True, "the JPEG image is truncated or corrupt"),  # the model server's 400, passed through
-        ("huge.jpg", False, "file too large: 14 MB, the limit is 10 MB"),  # checked in the page before upload
+        ("animation.gif", "not an image we accept: GIF is not accepted, send JPEG, PNG or WebP"),  # in the page
+        ("corrupt.jpg", "the JPEG image is truncated or corrupt"),  # the model server's 400, passed through
+        ("huge.jpg", "file too large: 14 MB, the limit is 10 MB"),  # checked in the page before upload
     ],
 )
 def test_bad_files_are_refused_in_plain_words(
-    browser: Chromium, ui: Ui, images: dict[str, Path], name: str, downscale: bool, says: str
+    browser: Chromium, ui: Ui, images: dict[str, Path], name: str, says: str
 ) -> None:
     browser.open(ui.url)
-    browser.js(f"document.querySelector('#downscale').checked = {json.dumps(downscale)}")
     _check(browser, images[name])
     assert says in _field(browser, "error")
     assert _field(browser, "label") == ""

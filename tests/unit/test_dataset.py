@@ -1,11 +1,18 @@
 """Split assignment and dataset versioning."""
 
 import hashlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from components.common.dataset import dataset_version, split_for_hash, train_or_val_for_hash
+from components.common.dataset import (
+    MANIFEST_FILE,
+    dataset_version,
+    read_manifest,
+    split_for_hash,
+    train_or_val_for_hash,
+)
 from components.common.settings import SplitSettings
 
 SPLITS = SplitSettings()
@@ -39,6 +46,7 @@ def _manifest() -> pd.DataFrame:
             "sha256": [_sha(1), _sha(2)],
             "label": ["real", "ai_generated"],
             "split": ["train", "test"],
+            "generator": ["", "x4plus"],
             "path": ["images/a.png", "images/b.png"],
             "source": ["/x/real/a.png", "/x/ai_generated/b.png"],
             "format": ["PNG", "PNG"],
@@ -61,8 +69,17 @@ def test_version_ignores_row_order_and_where_files_came_from() -> None:
         ("label", ["ai_generated", "ai_generated"]),  # a relabelled image is a new dataset
         ("split", ["val", "test"]),  # so is a moved one
         ("sha256", [_sha(3), _sha(2)]),  # and changed content
+        ("generator", ["", "anime"]),  # and another generator behind a generated image
     ],
 )
 def test_version_changes_with_content_labels_and_splits(column: str, value: list[str]) -> None:
     manifest = _manifest()
     assert dataset_version(manifest) != dataset_version(manifest.assign(**{column: value}))
+
+
+def test_a_manifest_written_before_the_generator_column_reads_with_it_empty(tmp_path: Path) -> None:
+    manifest = _manifest().assign(generator="")
+    manifest.drop(columns="generator").to_parquet(tmp_path / MANIFEST_FILE, index=False)
+    old = read_manifest(tmp_path)
+    assert (old["generator"] == "").all()
+    assert dataset_version(old) == dataset_version(manifest) == dataset_version(manifest.drop(columns="generator"))

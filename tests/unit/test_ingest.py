@@ -9,7 +9,7 @@ import pytest
 from components.common.dataset import read_manifest
 from components.common.errors import DataSourceError
 from components.common.settings import Settings
-from components.ingest import IngestResult, ingest_dataset
+from components.ingest import IngestResult, _classify, ingest_dataset
 from tests.conftest import MakeTree, encode
 
 
@@ -150,3 +150,44 @@ def test_bad_sources_say_what_is_expected(
     where = source if source.startswith("s3://") else tmp_path / source
     with pytest.raises(DataSourceError, match=message):
         _ingest(settings, where, tmp_path / "out", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (("real", "a.jpg"), ("real", None, "")),  # a class folder
+        (("ai_generated", "a.jpg"), ("ai_generated", None, "")),  # generated, generator not named
+        (("ai_generated", "x4plus", "a.jpg"), ("ai_generated", None, "x4plus")),  # a generator subfolder
+        (("FAKE", "sd-1.5", "a.jpg"), ("ai_generated", None, "sd-1.5")),  # CIFAKE's alias, the name kept as is
+        (("train", "ai_generated", "a.jpg"), ("ai_generated", "train", "")),  # split layout
+        (("validation", "ai_generated", "mj", "a.jpg"), ("ai_generated", "val", "mj")),  # split + generator
+        (("test", "real", "phone", "a.jpg"), ("real", "test", "")),  # real subfolders name no generator
+        (("ai_generated", "x4plus", "deeper", "a.jpg"), ("ai_generated", None, "")),  # only one level is a name
+        (("misc", "a.jpg"), None),  # outside the layout
+        (("train", "misc", "a.jpg"), None),  # a split folder without a class folder
+        (("ai_generated",), None),  # a file named like a class folder
+    ],
+)
+def test_paths_are_classified_into_label_split_and_generator(
+    parts: tuple[str, ...], expected: tuple[str, str | None, str] | None
+) -> None:
+    assert _classify(parts) == expected
+
+
+def test_generator_subfolders_land_in_the_manifest_and_the_version(
+    make_tree: MakeTree, settings: Settings, tmp_path: Path
+) -> None:
+    src = make_tree({"train/real": 4, "train/ai_generated/x4plus": 2, "train/ai_generated": 2, "test/real": 2})
+    first = _ingest(settings, src, tmp_path / "one")
+    manifest = read_manifest(tmp_path / "one")
+    fakes = manifest[manifest["label"] == "ai_generated"]
+    assert sorted(fakes["generator"]) == ["", "", "x4plus", "x4plus"]
+    assert (manifest.loc[manifest["label"] == "real", "generator"] == "").all()
+    (src / "train" / "ai_generated" / "x4plus").rename(src / "train" / "ai_generated" / "anime")
+    second = _ingest(settings, src, tmp_path / "two")
+    assert second.summary.dataset_version != first.summary.dataset_version  # which generator is part of the data
+
+
+def test_parquet_sources_name_no_generator(settings: Settings, tmp_path: Path) -> None:
+    _ingest(settings, _parquet(tmp_path / "train.parquet", ["REAL", "FAKE"]), tmp_path / "out")
+    assert (read_manifest(tmp_path / "out")["generator"] == "").all()
