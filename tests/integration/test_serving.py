@@ -110,6 +110,8 @@ def test_health_metadata_and_model_list(server: Server) -> None:
         ("probability", "FP32"),
         ("label", "BYTES"),
         ("confidence", "BYTES"),
+        ("generator", "BYTES"),
+        ("generator_probability", "FP32"),
     ]
 
 
@@ -124,6 +126,7 @@ def test_v1_predicts_every_image_of_a_batch(server: Server) -> None:
         assert p["confidence"] in {"low", "medium", "high"}
         assert p["model_version"]
         assert p["inference_time_ms"] > 0
+        assert p["generator"] == {"name": "unknown", "probability": 0.0}  # a model without an attribution head
 
 
 def test_v2_rest_json_matches_v1(server: Server) -> None:
@@ -135,6 +138,9 @@ def test_v2_rest_json_matches_v1(server: Server) -> None:
     assert outputs["probability"]["datatype"] == "FP32"
     assert outputs["probability"]["data"] == pytest.approx([p["probability"] for p in v1], abs=1e-5)
     assert outputs["label"]["data"] == [p["label"] for p in v1]
+    assert (outputs["generator"]["datatype"], outputs["generator"]["data"]) == ("BYTES", ["unknown", "unknown"])
+    assert outputs["generator_probability"]["datatype"] == "FP32"
+    assert outputs["generator_probability"]["data"] == [0.0, 0.0]
     # KServe 0.21 answers 500 to a request without an id unless the model sets one: ours does.
     assert server.call("POST", f"/v2/models/{MODEL}/infer", _v2(PNG))[0] == 200
 
@@ -345,6 +351,36 @@ def test_every_fp32_runtime_gives_the_same_probabilities(tmp_path: Path) -> None
     scores = {runtime: m.score(images) for runtime, m in models.items()}
     assert np.abs(scores["openvino"] - scores["torch"]).max() < 1e-5
     assert np.abs(scores["onnxruntime"] - scores["torch"]).max() < 1e-5
+
+
+def test_every_fp32_runtime_attributes_the_same_generator(tmp_path: Path) -> None:
+    """An artifact with an attribution head: the same generator name and probability in every fp32 runtime."""
+    config = ModelConfig(preprocessing=Preprocessing(image_size=64), generators=("flux", "sdxl"))
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        assert model.attribution is not None
+        model.attribution.weight.mul_(50)  # an untrained head is near-uniform: give it opinions
+    folder = tmp_path / "models"
+    save_checkpoint(model, tmp_path / "model.pt")
+    write_artifact(folder, tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
+    export_onnx(model, folder / ONNX_FILE)
+    images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
+    answers = {}
+    for runtime in ("openvino", "onnxruntime", "torch"):
+        served = _load(folder, runtime)
+        assert served.load()
+        answers[runtime] = served.detect(images)
+        _, generator_probs = served.score_all(images)
+        assert generator_probs.shape == (4, 2)
+        assert generator_probs.sum(1) == pytest.approx(1.0, abs=1e-5)
+    for runtime in ("openvino", "onnxruntime"):
+        for got, expected in zip(answers[runtime], answers["torch"], strict=True):
+            assert got.generator == expected.generator
+            assert got.generator_probability == pytest.approx(expected.generator_probability, abs=1e-4)
+    for d in answers["torch"]:
+        assert d.generator_probability >= 0.5  # the top of two recipes
+        assert d.generator in {"flux", "sdxl"}
 
 
 def test_an_artifact_from_before_native_crops_serves_as_it_did(tmp_path: Path) -> None:

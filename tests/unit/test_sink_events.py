@@ -70,6 +70,7 @@ def v1_response(*probabilities: float, version: str = "3") -> bytes:
             "confidence": "high",
             "model_version": version,
             "inference_time_ms": 1.5,
+            "generator": {"name": "sdxl" if p >= 0.5 else "unknown", "probability": 0.75 if p >= 0.5 else 0.4},
         }
         for p in probabilities
     ]
@@ -83,6 +84,8 @@ def v2_response(*probabilities: float, version: str = "3", model: str = "apd-det
         {"name": "probability", "shape": n, "datatype": "FP32", "data": list(probabilities)},
         {"name": "label", "shape": n, "datatype": "BYTES", "data": labels},
         {"name": "confidence", "shape": n, "datatype": "BYTES", "data": ["low"] * len(probabilities)},
+        {"name": "generator", "shape": n, "datatype": "BYTES", "data": ["unknown"] * len(probabilities)},
+        {"name": "generator_probability", "shape": n, "datatype": "FP32", "data": [0.0] * len(probabilities)},
     ]
     return json.dumps({"id": "r", "model_name": model, "model_version": version, "outputs": outputs}).encode()
 
@@ -284,15 +287,22 @@ def test_responses_v1_v2_and_binary() -> None:
     assert (v2.model_name, v2.model_version) == ("m", "7")
     assert v2.predictions[0] == (0.75, "ai_generated", "low", "7")
     probability, labels = struct.pack("<2f", 0.5, 0.25), _binary_bytes(b"ai_generated", b"real")
+    generators = _binary_bytes(b"sdxl", b"unknown")  # an output the sink does not keep, between two it does
     header = {
         "model_name": "m",
         "model_version": "7",
         "outputs": [
             {"name": "probability", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": 8}},
+            {
+                "name": "generator",
+                "datatype": "BYTES",
+                "shape": [2],
+                "parameters": {"binary_data_size": len(generators)},
+            },
             {"name": "label", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(labels)}},
         ],
     }
-    document, tail = load_body(json.dumps(header).encode() + probability + labels)
+    document, tail = load_body(json.dumps(header).encode() + probability + generators + labels)
     binary = parse_response(document, tail)
     assert [(p.probability, p.label, p.confidence) for p in binary.predictions] == [
         (0.5, "ai_generated", None),
