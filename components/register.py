@@ -98,7 +98,8 @@ def register_model(
         variants=tuple(name for name, v in variants.items() if v["enabled"]),
         temperature=float(evaluation["temperature"]),
     )
-    metrics = flat_metrics(evaluation)
+    # The version's own figures (the champion's, scored in the same evaluation, stay on the run).
+    metrics = {k: v for k, v in flat_metrics(evaluation).items() if not k.startswith("champion_")}
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_PATH
