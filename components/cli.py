@@ -90,6 +90,7 @@ def _pipeline_arguments(args: argparse.Namespace, settings: Settings) -> dict[st
         "min_images_per_split": rules.min_images_per_split,
         "min_accuracy": gate.min_accuracy,
         "min_f1": gate.min_f1,
+        "max_auc_drop": gate.max_auc_drop,
         "seed": settings.seed,
         **parse_params(training_pipeline, args.param),
     }

@@ -21,7 +21,6 @@ of changed decisions (label flips against torch fp32 at the model's threshold) s
 ``MAX_FLIP_RATE``.
 """
 
-import io
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from components.common.transforms import (
     aggregate,
     generator_probabilities,
     image_crops,
+    jpeg_roundtrip,
     load_image,
 )
 from components.stage import stage
@@ -80,13 +80,6 @@ MAX_FLIP_RATE = 0.02  # ... and the 95 % upper bound of its rate of changed deci
 CALIBRATION_IMAGES = 64  # training images that calibrate the int8 quantization
 
 
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
 def _rescaled(image: Image.Image, factor: float) -> Image.Image:
     size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
     return image.resize(size, Image.Resampling.LANCZOS if factor < 1 else Image.Resampling.BICUBIC)
@@ -94,7 +87,7 @@ def _rescaled(image: Image.Image, factor: float) -> Image.Image:
 
 # Copies of the test images that a marketplace sees of the same photo: re-compressed, shrunk, enlarged.
 ROBUSTNESS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "jpeg_q75": lambda image: _jpeg(image, 75),
+    "jpeg_q75": lambda image: jpeg_roundtrip(image, 75),
     "downscale_0.5x": lambda image: _rescaled(image, 0.5),
     "downscale_0.75x": lambda image: _rescaled(image, 0.75),
     "upscale_2x": lambda image: _rescaled(image, 2.0),

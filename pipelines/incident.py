@@ -49,8 +49,8 @@ CHUNK = 40  # images between two drift runs during the incident
 BATCH = 8  # images per inference request
 MIN_RECORDS = 80  # the drill's windows are small; the default (200) suits hourly production traffic
 # The retraining's pipeline parameters: fine-tune the champion (not a fresh ImageNet start), which keeps what it
-# knows of x4plus and real photos and only has to learn the new generator, in a few epochs at a lower learning rate;
-# the quality gate at the demo dataset's level.
+# knows of the default recipes and real photos and only has to learn the new generator, in a few epochs at a lower
+# learning rate; the quality gate at the demo dataset's level.
 RETRAIN = {"epochs": 5, "lr": 3e-4, "warmup_epochs": 0.3, "patience": 3, "min_accuracy": 0.6, "min_f1": 0.6}
 Image = tuple[Path, str]  # file, true label
 
@@ -304,7 +304,7 @@ def main() -> int:  # noqa: PLR0915 - one story, told in order
             before = _interleave(_images(fresh, ("val",)))
             pairs = traffic.send(before)
             written += len(before)
-            results.append(PhaseResult("before", champion, "fresh crops, x4plus", len(pairs), *_scores(pairs),
+            results.append(PhaseResult("before", champion, "fresh crops, trained recipes", len(pairs), *_scores(pairs),
                                        drift(champion, since)))  # fmt: skip
 
             print(f"phase 2: a new generator ({NEW_GENERATOR}) in the traffic", flush=True)

@@ -197,7 +197,8 @@ def eval_transform(prep: Preprocessing) -> Callable[[Image.Image], torch.Tensor]
     )
 
 
-def _jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:
+def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:
+    """The image as a JPEG of ``quality`` would decode (augmentation, robustness copies)."""
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
     buf.seek(0)
@@ -218,7 +219,7 @@ def augment(image: Image.Image, aug: Augmentation, rng: random.Random) -> Image.
         noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(*aug.noise_std), pixels.shape)
         image = Image.fromarray(np.clip(pixels + noise, 0, 255).round().astype(np.uint8))
     if rng.random() < aug.jpeg_prob:
-        image = _jpeg_roundtrip(image, rng.randint(*aug.jpeg_quality))
+        image = jpeg_roundtrip(image, rng.randint(*aug.jpeg_quality))
     if aug.flip and rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return image
