@@ -12,13 +12,8 @@ the model was not trained on is right when it is called unknown). They go to MLf
 ``Metrics`` and ``ClassificationMetrics``. A model under a bar stops the pipeline. When a ``champion`` is
 registered, it is scored on the same test split with its own preprocessing, temperature and threshold.
 
-The model is also exported for the fast runtimes (``common.runtimes``): ONNX (fp32, must match torch within
-``ONNX_TOLERANCE`` in probability, binary and per generator recipe, on the validation images under ONNX Runtime
-and OpenVINO) and a static int8 quantization calibrated on training images. Every runtime/precision variant scores
-the validation and test images; a bf16 or int8 variant is enabled for serving only when, on those images, its ROC
-AUC stays within ``MAX_AUC_DELTA`` of torch fp32's and the one-sided 95 % Clopper-Pearson upper bound of its rate
-of changed decisions (label flips against torch fp32 at the model's threshold) stays at or below
-``MAX_FLIP_RATE``.
+The model is also exported for the fast runtimes and each runtime/precision variant judged against torch fp32
+(``common.variants``: ONNX checked within 1e-4, bf16/int8 enabled only when faithful).
 """
 
 import tempfile
@@ -35,35 +30,26 @@ import torch
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 from mlflow.exceptions import MlflowException
 from PIL import Image
-from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, roc_curve
 from torch.utils.data import DataLoader
 
-from components.common.artifact import LABELS, export_onnx, fetch_artifact, load_artifact
-from components.common.calibration import calibrated, expected_calibration_error, fit_temperature, rate_upper_bound
+from components.common.artifact import LABELS, fetch_artifact, load_artifact
+from components.common.calibration import calibrated, expected_calibration_error, fit_temperature
 from components.common.dataset import read_manifest
+from components.common.metrics import choose_threshold, classification_metrics
 from components.common.model import UNKNOWN_GENERATOR, Detector, ModelConfig, load_checkpoint
-from components.common.runtimes import (
-    EXACT_VARIANTS,
-    INT8_FILE,
-    ONNX_FILE,
-    VARIANTS,
-    Engine,
-    open_engine,
-    quantize_int8,
-)
+from components.common.runtimes import open_engine
 from components.common.settings import ImageLimits, QualityGate
 from components.common.transforms import (
     Preprocessing,
-    aggregate,
-    generator_probabilities,
     image_crops,
     jpeg_roundtrip,
     load_image,
 )
+from components.common.variants import engine_scores, export_variants, score_variants
 from components.stage import stage
 from components.train import (
     CHECKPOINT_FILE,
-    CropBatch,
     EvalImages,
     collate_crops,
     eval_loader,
@@ -74,9 +60,6 @@ from components.train import (
 log = structlog.get_logger(__name__)
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr_real")
-ONNX_TOLERANCE = 1e-4  # largest accepted probability difference between an fp32 runtime and torch
-MAX_AUC_DELTA = 0.005  # a bf16/int8 variant's ROC AUC (validation + test) must stay this close to fp32's ...
-MAX_FLIP_RATE = 0.02  # ... and the 95 % upper bound of its rate of changed decisions at or below this
 CALIBRATION_IMAGES = 64  # training images that calibrate the int8 quantization
 
 
@@ -179,31 +162,6 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
 
-def choose_threshold(labels: np.ndarray, probs: np.ndarray, max_fpr: float = 1.0) -> float:
-    """The probability cut that maximises F1 on (validation) data among the cuts that call at most ``max_fpr`` of
-    its real images generated (the operating point: how many genuine sellers may be flagged); ties go to the cut
-    nearest 0.5."""
-    candidates = np.unique(np.concatenate([probs, [0.5, np.nextafter(probs.max(), 2)]]))
-    real = labels == 0
-    allowed = [t for t in candidates if not real.any() or (probs[real] >= t).mean() <= max_fpr]
-    scores = [(f1_score(labels, probs >= t, zero_division=0), -abs(t - 0.5), float(t)) for t in allowed]
-    return max(scores)[2]
-
-
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
-    predicted = probs >= threshold
-    both = len(np.unique(labels)) == 2
-    real = labels == 0
-    return {
-        "accuracy": float((predicted == labels).mean()),
-        "precision": float(precision_score(labels, predicted, zero_division=0)),
-        "recall": float(recall_score(labels, predicted, zero_division=0)),
-        "f1": float(f1_score(labels, predicted, zero_division=0)),
-        "roc_auc": float(roc_auc_score(labels, probs)) if both else float("nan"),
-        "fpr_real": float(predicted[real].mean()) if real.any() else float("nan"),
-    }
-
-
 def gate_failures(metrics: dict[str, float], robustness: dict[str, dict[str, float]], gate: QualityGate) -> list[str]:
     """One sentence per bar the metrics miss, naming the metric, its value and the bar."""
     bars = {"accuracy": gate.min_accuracy, "f1": gate.min_f1}
@@ -218,20 +176,6 @@ def gate_failures(metrics: dict[str, float], robustness: dict[str, dict[str, flo
         if name in robustness and not robustness[name]["auc_drop"] <= gate.max_auc_drop
     ]
     return failures
-
-
-def _engine_logits(engine: Engine, batches: list[CropBatch]) -> np.ndarray:
-    return np.concatenate([aggregate(engine(crops.numpy()), counts) for crops, counts, _ in batches])
-
-
-def _engine_scores(engine: Engine, batches: list[CropBatch]) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: the logit and the generator probabilities (n_images, G), from one run of each batch."""
-    logits, generators = [], []
-    for crops, counts, _ in batches:
-        crop_logits, crop_generator_logits = engine.outputs(crops.numpy())
-        logits.append(aggregate(crop_logits, counts))
-        generators.append(generator_probabilities(crop_generator_logits, counts))
-    return np.concatenate(logits), np.concatenate(generators)
 
 
 class _Copies(EvalImages):
@@ -336,77 +280,6 @@ def _log_plots(evaluation: Evaluation) -> None:
     plt.close(fig)
 
 
-def export_variants(
-    model: Detector, out_dir: Path, calibration: list[CropBatch], val: list[CropBatch], temperature: float
-) -> float:
-    """Write model.onnx and model.int8.onnx to ``out_dir``; returns the fp32 runtimes' largest deviation from torch
-    in calibrated probability or generator probability on ``val`` (raises ValueError above ONNX_TOLERANCE: a broken
-    export must never be served)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out_dir / ONNX_FILE)
-    quantize_int8(out_dir / ONNX_FILE, out_dir / INT8_FILE, (crops.numpy() for crops, _, _ in calibration))
-    threads = torch.get_num_threads()
-    logits, generators = _engine_scores(open_engine(out_dir, "torch", "fp32", threads, model), val)
-    reference = calibrated(logits, temperature)
-    worst = 0.0
-    for runtime in ("onnxruntime", "openvino"):
-        logits, runtime_generators = _engine_scores(open_engine(out_dir, runtime, "fp32", threads), val)
-        worst = max(worst, float(np.abs(calibrated(logits, temperature) - reference).max()))
-        if generators.size:
-            worst = max(worst, float(np.abs(runtime_generators - generators).max()))
-    if worst > ONNX_TOLERANCE:
-        raise ValueError(
-            f"the ONNX export differs from torch by {worst:.2e} in probability (tolerance {ONNX_TOLERANCE:.0e})"
-        )
-    return worst
-
-
-def score_variants(
-    model: Detector, folder: Path, val: list[CropBatch], test: list[CropBatch], temperature: float, threshold: float
-) -> dict[str, dict[str, Any]]:
-    """Every runtime/precision variant on validation + test; the non-fp32 ones enabled only when faithful."""
-    val_labels = np.concatenate([targets.numpy() for _, _, targets in val])
-    test_labels = np.concatenate([targets.numpy() for _, _, targets in test])
-    both_labels = np.concatenate([val_labels, test_labels])
-    results: dict[str, dict[str, Any]] = {}
-    reference: np.ndarray | None = None
-    for name in VARIANTS:  # torch/fp32 first: the reference
-        runtime, precision = name.split("/")
-        try:
-            engine = open_engine(folder, runtime, precision, torch.get_num_threads(), model)
-            probs = calibrated(np.concatenate([_engine_logits(engine, val), _engine_logits(engine, test)]), temperature)
-        except Exception as exc:  # the runtimes raise their own error types; recorded, logged, variant disabled
-            if name in EXACT_VARIANTS:
-                raise
-            log.warning("variant_failed", variant=name, error=str(exc), error_type=type(exc).__name__)
-            results[name] = {"enabled": False, "error": f"{type(exc).__name__}: {exc}"}
-            continue
-        reference = probs if reference is None else reference
-        test_scores = classification_metrics(test_labels, probs[len(val_labels) :], threshold)
-        flips = int(((probs >= threshold) != (reference >= threshold)).sum())
-        result = {
-            "roc_auc": test_scores["roc_auc"],
-            "accuracy": test_scores["accuracy"],
-            "roc_auc_all": float(roc_auc_score(both_labels, probs)),
-            "flips": flips,
-            "images": len(probs),
-            "flip_rate_upper": rate_upper_bound(flips, len(probs)),
-            "max_abs_diff": float(np.abs(probs - reference).max()),
-        }
-        result["enabled"] = name in EXACT_VARIANTS or is_faithful(result, results["torch/fp32"])
-        results[name] = result
-    return results
-
-
-def is_faithful(variant: dict[str, Any], fp32: dict[str, Any]) -> bool:
-    """Whether a variant's ROC AUC (validation + test) stays within ``MAX_AUC_DELTA`` of fp32's and the 95 % upper
-    bound of its rate of changed decisions is at most ``MAX_FLIP_RATE``."""
-    return (
-        abs(variant["roc_auc_all"] - fp32["roc_auc_all"]) <= MAX_AUC_DELTA
-        and variant["flip_rate_upper"] <= MAX_FLIP_RATE
-    )
-
-
 def evaluate_detector(
     checkpoint_dir: Path,
     dataset_dir: Path,
@@ -437,7 +310,7 @@ def evaluate_detector(
     metrics["ece_after"] = expected_calibration_error(probs, labels)
     robustness = robustness_metrics(model, test_loader.dataset, temperature, threshold, metrics)  # type: ignore[arg-type]
     generators = generator_recall(test_rows, probs, threshold)
-    _, test_generator_probs = _engine_scores(
+    _, test_generator_probs = engine_scores(
         open_engine(export_dir, "torch", "fp32", torch.get_num_threads(), model), test
     )
     attribution = attribution_accuracy(test_rows, test_generator_probs, model.config)

@@ -39,6 +39,7 @@ from components.common.seeding import seed_everything, seed_worker
 from components.common.settings import ImageLimits
 from components.common.transforms import (
     Augmentation,
+    CropBatch,
     Preprocessing,
     aggregate,
     image_crops,
@@ -166,9 +167,6 @@ class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, float]:
         image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
         return image_crops(image, self.prep), self.labels[index]
-
-
-CropBatch = tuple[torch.Tensor, list[int], torch.Tensor]  # all crops of a batch of images, crops per image, labels
 
 
 def collate_crops(items: list[tuple[torch.Tensor, float]]) -> CropBatch:

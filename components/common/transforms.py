@@ -38,6 +38,7 @@ from components.common.images import decode_image
 from components.common.settings import ImageLimits
 
 MODES = ("native", "resize")
+CropBatch = tuple[torch.Tensor, list[int], torch.Tensor]  # all crops of a batch of images, crops per image, labels
 # Parameters that artifacts from before the native-resolution redesign do not carry, with the values that
 # reproduce what those models did.
 _LEGACY = {"mode": "resize", "max_crops": 1, "crop_align": 1}

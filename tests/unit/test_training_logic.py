@@ -10,10 +10,12 @@ from PIL import Image
 
 from components.common.artifact import ArtifactConfig, write_artifact
 from components.common.calibration import rate_upper_bound
+from components.common.metrics import choose_threshold, classification_metrics
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from components.common.settings import QualityGate
 from components.common.transforms import Preprocessing, eval_transform
-from components.evaluate import choose_threshold, classification_metrics, gate_failures, is_faithful
+from components.common.variants import is_faithful
+from components.evaluate import gate_failures
 from components.train import TrainConfig, initial_model, lr_lambda, split_rows
 
 
