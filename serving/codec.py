@@ -9,23 +9,28 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from dataclasses import fields as fields_of
 from typing import Any
 
 import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from components.common.errors import InvalidRequestError
+from components.common.provenance import Provenance
 
 V1_FORMAT = '{"instances": [{"image": {"b64": "<base64 JPEG, PNG or WebP>"}}, ...]}'
 V2_INPUT = "image"  # one BYTES input, shape [N] or [N, 1]: base64 strings in REST JSON, else raw bytes
-# The v2 outputs (name, datatype), one element per image each, named after the Detection fields they carry.
+# The v2 outputs (name, datatype), one element per image each, named after the Detection fields they carry;
+# ``provenance`` holds the evidence object as JSON text.
 V2_OUTPUTS = (
     ("probability", "FP32"),
     ("label", "BYTES"),
     ("confidence", "BYTES"),
     ("generator", "BYTES"),
     ("generator_probability", "FP32"),
+    ("provenance", "BYTES"),
+    ("verdict_source", "BYTES"),
 )
 
 
@@ -33,9 +38,9 @@ V2_OUTPUTS = (
 class Detection:
     """The answer for one image."""
 
-    probability: float  # probability that the image is AI-generated
-    label: str  # ai_generated | real
-    confidence: str  # low | medium | high
+    probability: float  # the pixel model's calibrated probability that the image is AI-generated
+    label: str  # ai_generated | real: the pixels' verdict, or ai_generated when the file declares AI origin
+    confidence: str  # low | medium | high (high for a verdict from provenance)
     model_version: str
     inference_time_ms: float
     # Attribution: the most likely generator recipe among those the model trained on, given that the image is
@@ -43,6 +48,8 @@ class Detection:
     # without an attribution head). Filled for every image, whatever its label.
     generator: str
     generator_probability: float
+    provenance: Provenance  # what the file declares about its origin (C2PA, IPTC, generator metadata)
+    verdict_source: str  # pixels | provenance: what decided the label
 
 
 def _check_batch(count: int, max_batch: int) -> None:
@@ -97,26 +104,33 @@ def images_from_v2(request: InferRequest, max_batch: int) -> list[bytes]:
 
 
 def v1_response(detections: list[Detection]) -> dict[str, Any]:
-    """One prediction per image; the attribution nested as ``"generator": {"name": ..., "probability": ...}``."""
+    """One prediction per image; the attribution nested as ``"generator": {"name": ..., "probability": ...}``, the
+    evidence as ``"provenance": {"ai_declared": ..., "c2pa": ..., "signals": [...], "unreadable": [...]}``."""
     predictions = []
     for d in detections:
-        fields = asdict(d)
+        fields = {f.name: getattr(d, f.name) for f in fields_of(d)}
         name, probability = fields.pop("generator"), fields.pop("generator_probability")
+        fields["provenance"] = d.provenance.to_dict()
         predictions.append({**fields, "generator": {"name": name, "probability": probability}})
     return {"predictions": predictions}
 
 
+def _v2_value(detection: Detection, name: str) -> Any:
+    return detection.provenance.to_json() if name == "provenance" else getattr(detection, name)
+
+
 def v2_response(request: InferRequest, detections: list[Detection], model_name: str, version: str) -> InferResponse:
-    """Outputs ``probability`` (FP32, [N]), ``label`` and ``confidence`` (BYTES, [N]), ``generator`` (BYTES, [N])
-    and ``generator_probability`` (FP32, [N]), in the order of ``V2_OUTPUTS``."""
+    """Outputs ``probability`` (FP32, [N]), ``label`` and ``confidence`` (BYTES, [N]), ``generator`` (BYTES, [N]),
+    ``generator_probability`` (FP32, [N]), ``provenance`` (BYTES, [N], JSON text) and ``verdict_source`` (BYTES,
+    [N]), in the order of ``V2_OUTPUTS``."""
     count = len(detections)
     outputs = []
     for name, datatype in V2_OUTPUTS:
         out = InferOutput(name, [count], datatype)
         if datatype == "FP32":
-            values = np.array([getattr(d, name) for d in detections], dtype=np.float32)
+            values = np.array([_v2_value(d, name) for d in detections], dtype=np.float32)
         else:
-            values = np.array([getattr(d, name).encode() for d in detections], dtype=np.object_)
+            values = np.array([_v2_value(d, name).encode() for d in detections], dtype=np.object_)
         out.set_data_from_numpy(values, binary_data=request.from_grpc)  # gRPC: raw contents
         outputs.append(out)
     return InferResponse(

@@ -24,8 +24,9 @@ from components.common.artifact import ArtifactConfig, fetch_artifact, load_arti
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
+from components.common.provenance import Provenance, ProvenanceReader
 from components.common.runtimes import Engine, image_outputs, open_engine, variant_name
-from components.common.settings import ImageLimits, ServingSettings
+from components.common.settings import ImageLimits, ProvenanceSettings, ServingSettings
 from components.common.transforms import image_crops, load_image
 from serving import codec, explain, metrics
 
@@ -35,9 +36,12 @@ log = structlog.get_logger(__name__)
 class DetectorModel(Model):
     """An AI-generated product photo detector behind KServe's v1 and v2 protocols."""
 
-    def __init__(self, settings: ServingSettings, limits: ImageLimits) -> None:
+    def __init__(
+        self, settings: ServingSettings, limits: ImageLimits, provenance: ProvenanceSettings | None = None
+    ) -> None:
         super().__init__(settings.model_name)
         self.settings, self.limits = settings, limits
+        self.provenance = ProvenanceReader(provenance)
         self.net: Detector | None = None  # torch: explain (and inference with the torch runtime)
         self.engine: Engine | None = None  # inference in the configured runtime/precision
         self.folder: Path | None = None  # the loaded artifact folder
@@ -139,14 +143,27 @@ class DetectorModel(Model):
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
         return self.config.probabilities(logits), generators
 
+    def read_provenance(self, data: bytes) -> Provenance:
+        started = time.perf_counter()
+        evidence = self.provenance.read(data)
+        metrics.PROVENANCE_SECONDS.observe(time.perf_counter() - started)
+        metrics.PROVENANCE.labels(c2pa=evidence.c2pa, ai_declared=str(evidence.ai_declared).lower()).inc()
+        return evidence
+
     def detect(self, images: list[bytes]) -> list[codec.Detection]:
+        """The pixels' verdict on each image, overruled by a declaration of AI origin in the file itself (the
+        probability stays the pixels'; a capture declaration never overrules them)."""
         assert self.config is not None
         started = time.perf_counter()
-        probabilities, generators = self.score_all(images)
+        probabilities, generators = self.score_all(images)  # raises first for an image it cannot take
+        evidence = [self.read_provenance(data) for data in images]
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(images)
         detections = []
-        for p, generator_probs in zip(map(float, probabilities), generators, strict=True):
-            label = self.config.label(p)
+        for p, generator_probs, found in zip(map(float, probabilities), generators, evidence, strict=True):
+            if found.ai_declared:
+                label, confidence, source = self.config.labels[1], "high", "provenance"
+            else:
+                label, confidence, source = self.config.label(p), self.config.confidence(p), "pixels"
             metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
             metrics.PROBABILITY.labels(model_version=self.version).observe(p)
             generator, generator_probability = self.config.model.attribute(generator_probs)
@@ -154,11 +171,13 @@ class DetectorModel(Model):
                 codec.Detection(
                     round(p, 6),
                     label,
-                    self.config.confidence(p),
+                    confidence,
                     self.version,
                     round(elapsed_ms, 2),
                     generator,
                     round(generator_probability, 6),
+                    found,
+                    source,
                 )
             )
         return detections

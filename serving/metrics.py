@@ -27,6 +27,16 @@ INFERENCE_SECONDS = Histogram(
     "Network forward time of one batch.",
     buckets=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
 )
+PROVENANCE = Counter(
+    "apd_provenance_images_total",
+    "Images scored, by C2PA state (absent, valid, trusted, invalid, unreadable) and whether the file declares AI.",
+    ["c2pa", "ai_declared"],
+)
+PROVENANCE_SECONDS = Histogram(
+    "apd_provenance_seconds",
+    "Time to read one image's provenance evidence (C2PA, XMP, EXIF, PNG text).",
+    buckets=[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+)
 
 # The payload sink (`apd sink`) is its own process: its metrics live in their own registry (plus the process's CPU
 # and memory), so the model server's /metrics does not show them and the sink's shows nothing else.

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     serving = settings.serving.model_copy(update={"model_name": args.model_name, "model_uri": args.model_uri})
     if serving.model_uri.startswith(("models:/", "runs:/")):
         setup_tracking(settings.mlflow)
-    model = DetectorModel(serving, settings.images)
+    model = DetectorModel(serving, settings.images, settings.provenance)
     model.load()
     server = kserve.ModelServer(
         http_port=args.http_port, grpc_port=args.grpc_port, workers=args.workers, enable_grpc=args.enable_grpc

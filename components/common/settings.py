@@ -274,6 +274,22 @@ class UiSettings(BaseModel):
     )
 
 
+class ProvenanceSettings(BaseModel):
+    """Provenance evidence (C2PA Content Credentials, IPTC XMP, generator metadata) read from every served image."""
+
+    trust_anchors: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificates whose C2PA signatures count as trusted (e.g. the C2PA trust "
+        "list); unset: none, and a manifest that validates reads as valid, not trusted. Read offline, once.",
+    )
+    max_text_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        gt=0,
+        description="Largest metadata block read (a PNG text chunk, inflated too, an XMP packet or EXIF): a larger "
+        "one is reported unreadable, never parsed.",
+    )
+
+
 class LoggingSettings(BaseModel):
     """Structured logging."""
 
@@ -304,4 +320,7 @@ class Settings(BaseSettings):
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="Model rollouts to KServe.")
     drift: DriftSettings = Field(default_factory=DriftSettings, description="The drift job and its alert thresholds.")
     ui: UiSettings = Field(default_factory=UiSettings, description="The moderators' web page (apd ui).")
+    provenance: ProvenanceSettings = Field(
+        default_factory=ProvenanceSettings, description="What image files declare about their origin."
+    )
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")

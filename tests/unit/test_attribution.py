@@ -13,6 +13,7 @@ from PIL import Image
 
 from components.common.artifact import ArtifactConfig, export_onnx, load_artifact, write_artifact
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from components.common.provenance import Provenance
 from components.common.runtimes import image_generators, image_logits, open_engine
 from components.common.settings import ImageLimits
 from components.common.transforms import Augmentation, Preprocessing, generator_probabilities
@@ -211,8 +212,9 @@ def test_torch_onnxruntime_and_openvino_agree_on_generator_probabilities(
 
 
 def _detection(label: str, generator: str, generator_probability: float) -> codec.Detection:
+    probability = 0.75 if label == "ai_generated" else 0.1
     return codec.Detection(
-        0.75 if label == "ai_generated" else 0.1, label, "high", "3", 1.5, generator, generator_probability
+        probability, label, "high", "3", 1.5, generator, generator_probability, Provenance(), "pixels"
     )
 
 
@@ -228,6 +230,8 @@ def test_v1_prediction_carries_the_generator() -> None:
         "model_version": "3",
         "inference_time_ms": 1.5,
         "generator": {"name": "sdxl", "probability": 0.8125},
+        "provenance": {"ai_declared": False, "c2pa": "absent", "signals": [], "unreadable": []},
+        "verdict_source": "pixels",
     }
     assert predictions[1]["generator"] == {"name": "unknown", "probability": 0.0}  # filled for every image
 

@@ -1,0 +1,44 @@
+"""The v1 and v2 answers carry each image's provenance evidence and what decided its label."""
+
+import json
+
+import pytest
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from components.common.provenance import Provenance, Signal
+from serving import codec
+
+DECLARED = Provenance("trusted", (Signal("c2pa", "ai", "DALL-E", "c2pa.created, trainedAlgorithmicMedia"),))
+DETECTIONS = [
+    codec.Detection(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance"),
+    codec.Detection(0.91, "ai_generated", "high", "3", 1.5, "sdxl", 0.7, Provenance(), "pixels"),
+]
+
+
+def test_v1_answer_has_the_provenance_object_and_the_verdict_source() -> None:
+    first, second = codec.v1_response(DETECTIONS)["predictions"]
+    assert first["provenance"] == {
+        "ai_declared": True,
+        "c2pa": "trusted",
+        "signals": [
+            {"kind": "c2pa", "declares": "ai", "generator": "DALL-E", "detail": "c2pa.created, trainedAlgorithmicMedia"}
+        ],
+        "unreadable": [],
+    }
+    assert (first["verdict_source"], first["probability"]) == ("provenance", 0.12)  # the pixels' probability stays
+    assert second["provenance"]["ai_declared"] is False
+    assert second["verdict_source"] == "pixels"
+    json.dumps(first)  # plain JSON all the way down
+
+
+@pytest.mark.parametrize("from_grpc", [False, True])  # REST JSON, gRPC (raw contents)
+def test_v2_answer_has_provenance_json_and_verdict_source_outputs(from_grpc: bool) -> None:
+    request = InferRequest(
+        "apd-detector", [InferInput("image", [2], "BYTES", ["YQ==", "YQ=="])], "r", from_grpc=from_grpc
+    )
+    outputs = {o.name: o for o in codec.v2_response(request, DETECTIONS, "apd-detector", "3").outputs}
+    assert (outputs["provenance"].datatype, list(outputs["provenance"].shape)) == ("BYTES", [2])
+    texts = [v.decode() if isinstance(v, bytes) else v for v in outputs["provenance"].as_numpy()]
+    assert [json.loads(t) for t in texts] == [DECLARED.to_dict(), Provenance().to_dict()]
+    sources = [v.decode() if isinstance(v, bytes) else v for v in outputs["verdict_source"].as_numpy()]
+    assert sources == ["provenance", "pixels"]
