@@ -8,11 +8,13 @@ Sources (``apd predict SOURCE...``; the KFP component ``batch_predict`` takes on
   http(s) URLs given directly.
 
 Every image is one output row (CSV, JSON Lines or Parquet): ``source, sha256, probability, label, confidence,
-model_version, error``. A bad image (rejected by the server with a 400, over the byte limit, a failed fetch) is a row
-with ``error`` set; it never stops the run. Requests carry ``batch_size`` images (raw bytes: the v2 REST binary-data
-extension or gRPC), ``concurrency`` of them in flight; a batch the server rejects is re-sent one image per request,
-so only the bad image gets the error. Connection errors, 5xx and 503 (not ready) are retried with backoff; when the
-server stays unavailable the run stops (exit 1) and keeps what it wrote.
+model_version, ai_declared, c2pa, provenance_generator, verdict_source, error`` (the provenance columns are what the
+file declares about its origin, as the server read it; ``label`` is ``ai_generated`` when ``ai_declared``). A bad
+image (rejected by the server with a 400, over the byte limit, a failed fetch) is a row with ``error`` set; it never
+stops the run. Requests carry ``batch_size`` images (raw bytes: the v2 REST binary-data extension or gRPC),
+``concurrency`` of them in flight; a batch the server rejects is re-sent one image per request, so only the bad image
+gets the error. Connection errors, 5xx and 503 (not ready) are retried with backoff; when the server stays
+unavailable the run stops (exit 1) and keeps what it wrote.
 
 Resumable: a re-run with the same output skips every source that already has a row (``retry_errors`` drops the
 error rows first, so those sources are scored again). CSV and JSON Lines are appended after each batch. Parquet
@@ -50,6 +52,7 @@ from kfp.dsl import Dataset, Output
 from tqdm import tqdm
 
 from components.common.errors import DataSourceError, DetectorError, InvalidParameterError
+from components.common.provenance import Provenance
 from components.common.settings import S3Settings
 from components.stage import stage
 
@@ -62,7 +65,7 @@ MAX_SERVER_BATCH = 32  # what `apd serve` accepts in one request (APD_SERVING__M
 # KServe's gRPC server takes messages up to 8 MiB: a request's images stay under this (one larger image goes alone).
 MAX_REQUEST_BYTES = 7 * 1024 * 1024
 _PARQUET_PART_ROWS = 1000  # rows per part file while a Parquet run goes on
-_OUTPUTS = ("probability", "label", "confidence")
+_OUTPUTS = ("probability", "label", "confidence", "provenance", "verdict_source")
 
 
 class PredictError(DetectorError):
@@ -269,6 +272,10 @@ class Row:
     label: str | None = None  # ai_generated | real
     confidence: str | None = None  # low | medium | high
     model_version: str | None = None  # the served model version that scored it
+    ai_declared: bool | None = None  # the file declares AI generation or AI compositing (C2PA, IPTC, tool metadata)
+    c2pa: str | None = None  # absent | valid | trusted | invalid | unreadable
+    provenance_generator: str | None = None  # the generator the strongest AI declaration names
+    verdict_source: str | None = None  # pixels | provenance: what decided the label
     error: str | None = None  # None, or why there is no prediction: the server's 400 message, the fetch error
 
 
@@ -386,7 +393,8 @@ class _ParquetWriter:
 
         self.path = path
         self.parts = path.with_name(path.name + ".parts")
-        self.schema = pa.schema([(c, pa.float64() if c == "probability" else pa.string()) for c in COLUMNS])
+        types = {"probability": pa.float64(), "ai_declared": pa.bool_()}
+        self.schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
         path.parent.mkdir(parents=True, exist_ok=True)
         self._pending: list[Row] = []
         self._done = set(self._table().column("source").to_pylist())
@@ -487,6 +495,8 @@ class Prediction:
     label: str
     confidence: str
     model_version: str
+    provenance: Provenance | None = None  # None from a server that predates provenance evidence
+    verdict_source: str = "pixels"
 
 
 class Scorer(Protocol):
@@ -610,12 +620,20 @@ class TritonScorer:
         )
         response = result.get_response()
         version = str(response["model_version"] if isinstance(response, dict) else response.model_version)
-        values = [result.as_numpy(name) for name in _OUTPUTS]
+        values = [result.as_numpy(name) for name in _OUTPUTS[:3]]
         if any(v is None or len(v) != len(images) for v in values):
             raise PredictError(f"the server answered {len(images)} images with outputs of other lengths")
+        evidence, sources = (result.as_numpy(name) for name in _OUTPUTS[3:])  # None from an older server
         return [
-            Prediction(round(float(p), 6), _decode(label), _decode(confidence), version)
-            for p, label, confidence in zip(*values, strict=True)
+            Prediction(
+                round(float(p), 6),
+                _decode(label),
+                _decode(confidence),
+                version,
+                Provenance.from_dict(json.loads(_decode(evidence[i]))) if evidence is not None else None,
+                _decode(sources[i]) if sources is not None else "pixels",
+            )
+            for i, (p, label, confidence) in enumerate(zip(*values, strict=True))
         ]
 
 
@@ -716,8 +734,10 @@ def score_batch(
             if isinstance(answer, str):
                 rows[i] = Row(items[i].source, digest, error=answer)
             else:
+                found = answer.provenance
                 rows[i] = Row(items[i].source, digest, answer.probability, answer.label, answer.confidence,
-                              answer.model_version)  # fmt: skip
+                              answer.model_version, found.ai_declared if found else None, found.c2pa if found else None,
+                              found.generator if found else None, answer.verdict_source)  # fmt: skip
     return [row for row in rows if row is not None]
 
 
@@ -860,7 +880,8 @@ def batch_predict(
     Args:
         source: ``s3://bucket/prefix`` of the images (endpoint and credentials from ``APD_S3__*``).
         url: The model server: ``http://host[:port]`` (v2 REST) or ``host:port`` (v2 gRPC).
-        predictions: Parquet with ``source, sha256, probability, label, confidence, model_version, error``.
+        predictions: Parquet with ``source, sha256, probability, label, confidence, model_version, ai_declared,
+            c2pa, provenance_generator, verdict_source, error``.
         model_name: The served model's name.
         protocol: ``rest`` (v2 REST, binary-data extension) or ``grpc`` (v2 gRPC).
         concurrency: Requests in flight at once.

@@ -136,6 +136,16 @@ class Provenance:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> Provenance:
+        """Back from ``to_dict`` (a client reading an answer); fields it lacks are left empty."""
+        signals = tuple(
+            Signal(str(s.get("kind")), str(s.get("declares")), s.get("generator"), str(s.get("detail", "")))
+            for s in document.get("signals") or []
+            if isinstance(s, dict)
+        )
+        return cls(str(document.get("c2pa", "absent")), signals, tuple(document.get("unreadable") or ()))
+
 
 @dataclass
 class _Parts:

@@ -9,6 +9,9 @@
   (runtime/precision, ``common.runtimes``; the server runs OpenVINO fp32 by default) including torch eager; and
   inference alone at batch 1 and 16. Variants the model's evaluation did not enable are measured too, marked so.
 - Served variants beyond the default: each extra variant the model enables (bf16, int8), 2 MP, REST and gRPC.
+- Provenance: what reading the evidence (C2PA, XMP, EXIF, PNG text) costs per image in this process, p50/p99, on
+  the 2 MP JPEG without metadata and on the same JPEG signed with C2PA Content Credentials (a test CA, trusted);
+  the signed JPEG is also served, next to the plain one.
 
 Run with ``make bench-serving``; prints figures, asserts nothing. Uses the registered champion when there is one
 (``models:/apd-detector@champion`` in the local MLflow), else an untrained detector of the same architecture.
@@ -33,6 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from components.common.runtimes import EXACT_VARIANTS, VARIANTS
+
+REPO = Path(__file__).resolve().parents[2]
 
 PHOTO = Path("/usr/share/backgrounds/Dragonfly_by_Bolly.jpg")  # 4224x3168, from lomiri-wallpapers-16.04
 SIZES = {"0.3 MP": (640, 480), "2 MP": (1632, 1224), "12 MP": (4000, 3000)}
@@ -90,6 +95,39 @@ def _jpegs(folder: Path) -> dict[str, Path]:
         paths[name] = folder / f"{name.replace(' ', '')}.jpg"
         paths[name].write_bytes(buf.getvalue())
     return paths
+
+
+def _signed(image: Path, folder: Path) -> tuple[Path, Path]:
+    """``image`` signed with C2PA Content Credentials (AI-generated) under a test CA; and that CA's PEM file."""
+    sys.path.insert(0, str(REPO))
+    from tests.provenance_files import c2pa_signed, signing_ca
+
+    signed = folder / f"{image.stem}-c2pa.jpg"
+    signed.write_bytes(
+        c2pa_signed(image.read_bytes(), "image/jpeg", ("c2pa.created", "trainedAlgorithmicMedia", "bench"))
+    )
+    anchors = folder / "anchors.pem"
+    anchors.write_bytes(signing_ca().ca_pem)
+    return signed, anchors
+
+
+def provenance_cost(images: dict[str, Path], anchors: Path, calls: int) -> dict[str, tuple[float, float, str]]:
+    """Milliseconds per image of the provenance reader, (p50, p99), and the C2PA state it read."""
+    from components.common.provenance import ProvenanceReader
+    from components.common.settings import ProvenanceSettings
+
+    reader = ProvenanceReader(ProvenanceSettings(trust_anchors=anchors))
+    costs = {}
+    for name, path in images.items():
+        data = path.read_bytes()
+        state = reader.read(data).c2pa
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            reader.read(data)
+            times.append((time.perf_counter() - started) * 1000)
+        costs[name] = (statistics.median(times), _percentile(times, 0.99), state)
+    return costs
 
 
 def _model_folder(folder: Path) -> tuple[str, str]:
@@ -204,6 +242,8 @@ def main() -> None:
         prep = json.loads((Path(model_dir) / "config.json").read_text())["model"]["preprocessing"]
         described += f"; preprocessing {prep.get('mode', 'resize')}, {prep['image_size']} px"
         described += f", up to {prep['max_crops']} crops" if prep.get("mode") == "native" else ""
+        signed, anchors = _signed(images["2 MP"], root)
+        provenance = provenance_cost({"2 MP": images["2 MP"], "2 MP C2PA": signed}, anchors, 300)
         raw = {v: raw_throughput(model_dir, images, v, 30) for v in VARIANTS if _has_files(model_dir, v)}
         enabled = json.loads((Path(model_dir) / "config.json").read_text()).get("variants", EXACT_VARIANTS)
         print(f"model: {described}; server: apd serve (KServe ModelServer), default variant {DEFAULT}")
@@ -211,13 +251,16 @@ def main() -> None:
         for variant, rates in raw.items():
             mark = "" if variant in enabled else "  (not enabled for this model)"
             print(f"  {variant:<17} " + "  ".join(f"{n}: {r:6.1f}" for n, r in rates.items()) + mark)
+        print("provenance reader in-process, ms per image (300 calls): p50 / p99 (target p99: 2 ms plain, 20 ms C2PA)")
+        for name, (p50, p99, state) in provenance.items():
+            print(f"  {name:<10} {p50:6.2f} / {p99:6.2f}  (c2pa: {state})")
         print("served over loopback, one image per request:")
-        print(f"  {'server':<32} {'proto':<5} {'image':<7} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
+        print(f"  {'server':<32} {'proto':<5} {'image':<9} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
               f" {'p95 ms':>7} {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
         # The default variant with one worker using both cores (REST and gRPC), and with two REST worker processes
         # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant.
         extra = [v for v in enabled if v not in EXACT_VARIANTS]
-        setups = [(DEFAULT, 1, ("rest", "grpc"), images), (DEFAULT, 2, ("rest",), images)]
+        setups = [(DEFAULT, 1, ("rest", "grpc"), {**images, "2 MP C2PA": signed}), (DEFAULT, 2, ("rest",), images)]
         setups += [(v, 1, ("rest", "grpc"), {"2 MP": images["2 MP"]}) for v in extra]
         for variant, workers, protocols, sized in setups:
             with _server(model_dir, workers, variant) as (http, grpc):
@@ -231,10 +274,10 @@ def main() -> None:
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
                             print(
-                                f"  {label:<32} {protocol:<5} {name:<7} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
+                                f"  {label:<32} {protocol:<5} {name:<9} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
                                 f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
                                 f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
-                                f" {rate / raw[variant][name]:>6.2f}x"
+                                f" {rate / raw[variant][name.removesuffix(' C2PA')]:>6.2f}x"
                             )
 
 

@@ -251,6 +251,21 @@ def test_predictor_without_tmp_volume_keeps_a_writable_root(helm: Helm) -> None:
     assert runtime["securityContext"]["readOnlyRootFilesystem"] is False
 
 
+def test_trust_anchors_come_from_a_config_map(helm: Helm) -> None:
+    """The C2PA trust list is mounted read-only and named by APD_PROVENANCE__TRUST_ANCHORS; by default neither."""
+    spec = one(helm.template(set_values=["runtime.trustAnchorsConfigMap=c2pa-trust"]), "ServingRuntime")["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "c2pa-trust")
+    assert env["APD_PROVENANCE__TRUST_ANCHORS"] == f"{mount['mountPath']}/anchors.pem"
+    assert mount["readOnly"] is True
+    (volume,) = spec["volumes"]
+    assert volume["configMap"] == {"name": "c2pa-trust", "items": [{"key": "anchors.pem", "path": "anchors.pem"}]}
+    default = one(helm.template(), "ServingRuntime")["spec"]
+    assert "volumes" not in default
+    assert "APD_PROVENANCE__TRUST_ANCHORS" not in {e["name"] for e in default["containers"][0]["env"]}
+
+
 def test_serverless_canary_moves_the_new_model_to_the_latest_revision(helm: Helm) -> None:
     isvc = one(helm.template([CHART / "ci" / "canary-values.yaml"]), "InferenceService")
     predictor = isvc["spec"]["predictor"]

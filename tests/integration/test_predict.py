@@ -24,6 +24,7 @@ from pipelines.batch import batch_scoring_pipeline
 from pipelines.local import run_local
 from tests.conftest import encode, free_port
 from tests.integration.test_serving import Server, _artifact
+from tests.provenance_files import fixture_table
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +117,40 @@ def test_rest_and_grpc_give_the_same_probabilities(server: Server, catalogue: Pa
             assert row["probability"] == pytest.approx(other["probability"], abs=1e-6)
         else:
             assert other["probability"] is None
+
+
+def test_provenance_columns_over_rest_and_grpc(server: Server, tmp_path: Path) -> None:
+    """What the files declare reaches every output format, the same over both protocols."""
+    table = fixture_table()
+    folder = tmp_path / "declared"
+    folder.mkdir()
+    names = {"c2pa_ai_jpeg": "signed.jpg", "comfyui_png": "comfy.png", "camera_exif_jpeg": "camera.jpg",
+             "plain_jpeg": "plain.jpg"}  # fmt: skip
+    for key, name in names.items():
+        (folder / name).write_bytes(table[key])
+    rest = _predict(str(folder), "--out", str(tmp_path / "rest.parquet"), "--url", server.url)
+    grpc = _predict(str(folder), "--out", str(tmp_path / "grpc.csv"), "--url", f"127.0.0.1:{server.grpc}",
+                    "--protocol", "grpc")  # fmt: skip
+    assert rest.returncode == 0, rest.stderr
+    assert grpc.returncode == 0, grpc.stderr
+    by_rest = {Path(r["source"]).name: r for r in pq.read_table(tmp_path / "rest.parquet").to_pylist()}
+    by_grpc = {Path(source).name: row for source, row in _csv(tmp_path / "grpc.csv").items()}
+    expected = {  # ai_declared, c2pa (no trust anchors configured: valid), generator, verdict source
+        "signed.jpg": (True, "valid", "DALL-E", "provenance"),
+        "comfy.png": (True, "absent", "ComfyUI", "provenance"),
+        "camera.jpg": (False, "absent", None, "pixels"),
+        "plain.jpg": (False, "absent", None, "pixels"),
+    }
+    for name, (declared, c2pa, generator, source) in expected.items():
+        row, other = by_rest[name], by_grpc[name]
+        assert (row["ai_declared"], row["c2pa"], row["provenance_generator"], row["verdict_source"]) == (
+            declared, c2pa, generator, source,
+        ), name  # fmt: skip
+        assert (other["ai_declared"], other["c2pa"], other["provenance_generator"], other["verdict_source"]) == (
+            str(declared), c2pa, generator or "", source,
+        ), name  # fmt: skip
+        if declared:
+            assert row["label"] == other["label"] == "ai_generated"
 
 
 def test_an_s3_prefix(server: Server, catalogue: Path, s3_server: S3Settings, tmp_path: Path) -> None:

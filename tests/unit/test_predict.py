@@ -177,7 +177,7 @@ def test_unknown_output_formats_say_what_is_accepted(name: str, fmt: str | None)
 
 
 ROWS = [
-    Row("a.jpg", "aa", 0.25, "real", "high", "7"),
+    Row("a.jpg", "aa", 0.25, "ai_generated", "high", "7", True, "trusted", "DALL-E", "provenance"),
     Row("b.gif", "bb", error="GIF images are not accepted"),
     Row("c.png", None, error="fetch failed: HTTP 404 Not Found"),
 ]
@@ -197,9 +197,16 @@ def test_writers_append_across_runs_and_remember_what_is_done(tmp_path: Path, su
     rows = read_rows(out)
     assert [r["source"] for r in rows] == ["a.jpg", "b.gif", "c.png"]
     assert float(rows[0]["probability"]) == 0.25
+    assert str(rows[0]["ai_declared"]) == "True"  # Parquet, JSON: a boolean; CSV: its text
+    assert (rows[0]["c2pa"], rows[0]["provenance_generator"], rows[0]["verdict_source"]) == (
+        "trusted", "DALL-E", "provenance",
+    )  # fmt: skip
     assert rows[1]["error"] == "GIF images are not accepted"
     assert rows[0]["error"] in (None, "")  # null (CSV: empty)
-    assert list(rows[0]) == ["source", "sha256", "probability", "label", "confidence", "model_version", "error"]
+    assert list(rows[0]) == [
+        "source", "sha256", "probability", "label", "confidence", "model_version",
+        "ai_declared", "c2pa", "provenance_generator", "verdict_source", "error",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
