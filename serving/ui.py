@@ -10,6 +10,10 @@ talks to one origin. The proxy holds no model: it forwards to the model server's
     POST /api/explain?model=M             raw image body -> v1 ``/v1/models/M:explain`` (Grad-CAM heatmap PNG)
     GET  /healthz                         liveness of the page itself
 
+Each predict result carries the model server's provenance evidence (``provenance``: what the file declares about
+its origin, parsed from the v2 output's JSON text; ``verdict_source``: ``pixels`` or ``provenance``); a model server
+from before provenance answers without them, read as no evidence (``null``, ``pixels``).
+
 Errors are JSON ``{"error": "..."}`` in plain words: the model server's 4xx message is passed through with its
 status; an unreachable, failing or not-ready server is a 502, 504 or 503 that names the server.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -104,6 +109,21 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:300] or response.reason_phrase
 
 
+def _provenance(text: object, server: str) -> dict[str, Any] | None:
+    """The v2 ``provenance`` output (a JSON object as text) parsed; None when absent (a model server from before
+    provenance) or not an object (logged: the verdict still shows, without evidence)."""
+    if text is None:
+        return None
+    try:
+        evidence = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        evidence = None
+    if not isinstance(evidence, dict):
+        log.warning("ui_provenance_unparsed", server=server, value=str(text)[:200])
+        return None
+    return evidence
+
+
 class ModelServers:
     """Forwards checks to the configured model servers (KServe v2 REST for scores, v1 ``:explain`` for Grad-CAM)."""
 
@@ -148,7 +168,8 @@ class ModelServers:
         return answer, latency_ms
 
     async def predict(self, key: str, model: str, image: bytes) -> dict[str, Any]:
-        """One image scored through v2 REST: probability, label, confidence, model version, latency."""
+        """One image scored through v2 REST: probability, label, confidence, model version, latency, and the
+        provenance evidence with what decided the label (``verdict_source``)."""
         target = self.target(key)
         request = {
             "id": str(uuid.uuid4()),
@@ -167,6 +188,8 @@ class ModelServers:
                 "probability": float(outputs["probability"]),
                 "label": str(outputs["label"]),
                 "confidence": str(outputs["confidence"]),
+                "provenance": _provenance(outputs.get("provenance"), target.url),
+                "verdict_source": str(outputs.get("verdict_source") or "pixels"),
                 "latency_ms": round(latency_ms, 1),
             }
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -179,6 +202,7 @@ class ModelServers:
             model=model,
             model_version=result["model_version"],
             label=result["label"],
+            verdict_source=result["verdict_source"],
             latency_ms=result["latency_ms"],
             image_bytes=len(image),
             image_sha256=hashlib.sha256(image).hexdigest(),  # the exact bytes scored: the page never re-encodes

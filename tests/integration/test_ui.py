@@ -1,6 +1,7 @@
 """`apd ui` against the real `apd serve` on loopback: its proxy called with httpx (Starlette's TestClient), and the
 page driven in a real headless Chromium over the Chrome DevTools protocol (websocket-client, no WebDriver)."""
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import websocket
@@ -23,9 +25,10 @@ from skimage import data as photos
 from starlette.testclient import TestClient
 
 from components.common.settings import ImageLimits, UiSettings
-from serving.ui import create_app
+from serving.ui import PRIMARY, ModelServers, create_app
 from tests.conftest import encode, free_port, wait_until_up
 from tests.integration.test_serving import MODEL, Server, _artifact
+from tests.provenance_files import fixture_table, signing_ca
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,14 +51,25 @@ _GRAIN = np.random.default_rng(0).integers(-64, 65, _UPSCALED.shape)  # sensor-l
 LARGE_PHOTO = _jpeg(Image.fromarray(np.clip(_UPSCALED + _GRAIN, 0, 255).astype(np.uint8)), quality=95)
 CORRUPT = PHOTO[: len(PHOTO) // 3]  # a truncated JPEG: right magic bytes, the rest missing
 GIF = encode("GIF", (80, 60))
+# Files that declare their origin (tests/provenance_files.py), uploaded under these names.
+DECLARING = {"c2pa_ai_jpeg": "c2pa-ai.jpg", "c2pa_tampered_jpeg": "c2pa-edited-after-signing.jpg",
+             "a1111_png": "a1111.png", "camera_exif_jpeg": "canon.jpg", "plain_jpeg": "plain.jpg",
+             "billion_laughs_jpeg": "hostile-xmp.jpg"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("ui-serving")
-    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")))
+    (tmp / "anchors.pem").write_bytes(signing_ca().ca_pem)  # the test CA's C2PA signatures read as trusted
+    env = {"APD_PROVENANCE__TRUST_ANCHORS": str(tmp / "anchors.pem")}
+    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")), env)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def declared() -> dict[str, bytes]:
+    return fixture_table()
 
 
 # ---- the backend proxy, in process (TestClient runs the app's lifespan: its real httpx client) ----
@@ -99,6 +113,62 @@ def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model
     assert result["model_name"] == MODEL
     assert result["latency_ms"] > 0
     assert answer.json()["compare"] is None
+
+
+def test_predict_carries_the_files_provenance_and_what_decided_the_label(
+    proxy: TestClient, model_server: Server, declared: dict[str, bytes]
+) -> None:
+    result = proxy.post("/api/predict?compare=none", content=declared["c2pa_ai_jpeg"]).json()["result"]
+    evidence = result["provenance"]
+    assert (evidence["ai_declared"], evidence["c2pa"], evidence["unreadable"]) == (True, "trusted", [])
+    assert [(s["kind"], s["declares"], s["generator"]) for s in evidence["signals"]] == [("c2pa", "ai", "DALL-E")]
+    assert (result["label"], result["confidence"], result["verdict_source"]) == ("ai_generated", "high", "provenance")
+    assert 0 <= result["probability"] <= 1  # the pixel model's own, whatever the declaration
+
+    plain = proxy.post("/api/predict?compare=none", content=declared["plain_jpeg"]).json()["result"]
+    assert plain["provenance"] == {"ai_declared": False, "c2pa": "absent", "signals": [], "unreadable": []}
+    assert plain["verdict_source"] == "pixels"
+    assert plain["label"] == ("ai_generated" if plain["probability"] >= 0.5 else "real")
+
+    # The compare server's answer gets the same treatment.
+    settings = UiSettings(model_url=model_server.url, compare_url=model_server.url, timeout=30)
+    with TestClient(create_app(settings, ImageLimits())) as both:
+        body = both.post("/api/predict", content=declared["a1111_png"]).json()
+    for answer in (body["result"], body["compare"]):
+        assert answer["verdict_source"] == "provenance"
+        assert answer["provenance"]["signals"][0]["generator"] == "Stable Diffusion web UI"
+    assert body["compare"]["same_label"] is True
+
+
+def _fake_older_server_answer(*extra: dict[str, Any]) -> httpx.Response:
+    """A fake: the v2 answer of a model server from before provenance (no such server can run here), with ``extra``
+    outputs."""
+    outputs = [
+        {"name": "probability", "shape": [1], "datatype": "FP32", "data": [0.25]},
+        {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["real"]},
+        {"name": "confidence", "shape": [1], "datatype": "BYTES", "data": ["medium"]},
+        *extra,
+    ]
+    return httpx.Response(200, json={"model_name": MODEL, "model_version": "v0", "id": "1", "outputs": outputs})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),  # a model server from before provenance: no such outputs
+        ({"name": "provenance", "shape": [1], "datatype": "BYTES", "data": ["{not json"]},),  # broken: no evidence
+    ],
+    ids=["older-server", "unparsable-provenance"],
+)
+def test_a_server_without_provenance_outputs_reads_as_no_evidence(extra: tuple[dict[str, Any], ...]) -> None:
+    async def score() -> dict[str, Any]:
+        transport = httpx.MockTransport(lambda request: _fake_older_server_answer(*extra))
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await ModelServers(UiSettings(model_url="http://older:8080"), client).predict(PRIMARY, MODEL, PHOTO)
+
+    result = asyncio.run(score())
+    assert (result["label"], result["probability"], result["model_version"]) == ("real", 0.25, "v0")
+    assert (result["provenance"], result["verdict_source"]) == (None, "pixels")
 
 
 def test_a_compare_server_that_is_down_does_not_hide_the_primary_verdict(proxy: TestClient) -> None:
@@ -278,10 +348,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def images(tmp_path_factory: pytest.TempPathFactory, declared: dict[str, bytes]) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("upload")
     files = {"coffee.jpg": PHOTO, "large.jpg": LARGE_PHOTO, "corrupt.jpg": CORRUPT, "animation.gif": GIF,
              "huge.jpg": b"\xff\xd8\xff" + bytes(14 * 1024 * 1024)}  # fmt: skip
+    files |= {upload: declared[fixture] for fixture, upload in DECLARING.items()}
     for name, content in files.items():
         (folder / name).write_bytes(content)
     return {name: folder / name for name in files}
@@ -347,6 +418,51 @@ def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
     assert browser.js(f"{overlay}.hidden") is True
 
 
+NO_METADATA = "No provenance metadata (absence proves nothing: metadata is easily stripped)."
+PIXELS_SHOWN = "The pixel model's own probability is shown below."
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "source", "says"),
+    [
+        ("a1111.png", "AI-generated", "provenance", [
+            "Declared AI-generated by the file itself: generation settings written by Stable Diffusion web UI.",
+            PIXELS_SHOWN]),
+        ("c2pa-ai.jpg", "AI-generated", "provenance", [
+            "Declared AI-generated by the file itself: C2PA Content Credentials (trusted signer: APD Test), made "
+            "with DALL-E.", PIXELS_SHOWN]),
+        ("c2pa-edited-after-signing.jpg", "AI-generated", "provenance", [
+            "do not match the image (it was changed after signing); the AI claim in them is still counted"]),
+        ("canon.jpg", None, "pixels", [
+            "The file claims a camera capture (Canon EOS R5) in its EXIF; this is not verified and does not change "
+            "the verdict."]),
+        ("plain.jpg", None, "pixels", [NO_METADATA]),
+        ("hostile-xmp.jpg", None, "pixels", ["Some metadata could not be read (XMP)"]),
+    ],
+)  # fmt: skip
+def test_the_files_provenance_is_shown_in_plain_words(
+    browser: Chromium, ui: Ui, images: dict[str, Path], name: str, label: str | None, source: str, says: list[str]
+) -> None:
+    browser.open(ui.url)
+    _check(browser, images[name])
+    assert _field(browser, "error") == ""
+    evidence = _field(browser, "provenance")
+    for sentence in says:
+        assert sentence in evidence
+    assert browser.js("document.querySelector('#results .card [data-field=provenance]').dataset.source") == source
+    assert _field(browser, "label") == (label or ("AI-generated" if _probability(browser) >= 50 else "Real photo"))
+    if source == "provenance":
+        assert _field(browser, "confidence") == "high"
+    assert (NO_METADATA in evidence) == (name == "plain.jpg")
+    row = browser.js("document.querySelector('#history tbody tr').innerText")
+    assert name in row
+    assert ("file's declaration" if source == "provenance" else "pixels") in row
+
+
+def _probability(browser: Chromium) -> float:
+    return float(_field(browser, "probability").removesuffix(" %"))
+
+
 def test_a_dropped_large_image_reaches_the_server_byte_identical(
     browser: Chromium, ui: Ui, images: dict[str, Path]
 ) -> None:
@@ -402,6 +518,7 @@ def test_compare_view_history_keyboard_and_layout(
     assert _field(browser, "compare-label") == label
     assert _field(browser, "compare-model") == f"{MODEL} models-test, compare server"
     assert _field(browser, "compare-probability") == _field(browser, "probability")
+    assert _field(browser, "compare-source") == "pixels"  # a photo without provenance metadata
 
     # The session history keeps every check of this tab (and origin), newest first, across page loads.
     _check(browser, images["animation.gif"])
