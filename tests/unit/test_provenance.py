@@ -3,6 +3,7 @@ as the tools write it, camera EXIF, and hostile metadata that must never raise."
 
 import json
 import pickle
+import struct
 import zlib
 from pathlib import Path
 
@@ -206,3 +207,24 @@ def test_truncated_and_foreign_files_have_no_evidence(data: bytes) -> None:
     got = ProvenanceReader().read(data)
     assert not got.ai_declared
     assert got.c2pa == "absent"
+
+
+def _nested_boxes(depth: int) -> bytes:
+    box = b""
+    for _ in range(depth):
+        box = struct.pack(">I4s", len(box) + 8, b"jumb") + box
+    return box
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        np.random.default_rng(3).bytes(9 * 1024 * 1024),  # 9 MB of noise where the manifest store should be
+        struct.pack(">I4s", 9 * 1024 * 1024, b"jumb") + b"\x00" * 64,  # a box that claims 9 MB and holds 64 bytes
+        _nested_boxes(5000),  # boxes nested 5000 deep
+    ],
+    ids=["noise", "lying-length", "deep-nesting"],
+)
+def test_hostile_c2pa_stores_are_unreadable_not_errors(body: bytes) -> None:
+    got = ProvenanceReader().read(png_with_raw_chunk(b"caBX", body))
+    assert (got.c2pa, got.unreadable, got.ai_declared) == ("unreadable", ("c2pa",), False)
