@@ -10,7 +10,9 @@ Signals:
   columns, dataset drift, a score and a detected flag per feature);
 - prediction drift: the mean probability shift (current - reference), the low-confidence ratio and the
   ai_generated ratio (current vs reference), Evidently's ValueDrift on the probability, and ``confidence_drop``:
-  the relative fall of the mean margin to the threshold (``ArtifactConfig.margin``) from reference to current.
+  the relative fall of the mean margin to the threshold (``ArtifactConfig.margin``) from reference to current;
+- provenance: the share of images whose own file declares AI origin (C2PA, IPTC, generator metadata), reported but
+  never alerted on: a floor under the pixel model's ai_generated ratio, and stripped metadata proves nothing.
 
 An alert fires when any one of the thresholds in ``DriftSettings`` is passed; fewer usable records than
 ``min_records`` give no verdict. Outputs: Evidently's HTML report and a JSON summary on S3
@@ -54,6 +56,8 @@ log = structlog.get_logger(__name__)
 DRIFT_COLUMNS = (*FEATURE_NAMES, *CATEGORICAL_FEATURES)  # the columns Evidently compares
 PREDICTION_COLUMNS = ("probability", "predicted_label", "confidence")
 RECORD_COLUMNS = (*PREDICTION_COLUMNS, *DRIFT_COLUMNS, "decode_error", "paired")  # read from the sink's files
+# Read when a sink file has them, else null: files written before the sink recorded the provenance evidence lack them.
+OPTIONAL_COLUMNS = {"ai_declared": pa.bool_()}
 ALERT_EXIT_CODE = 3  # `apd drift run` exits with it when the alert fires
 PUSH_JOB = "apd-drift"  # Pushgateway job; grouping key: model_name, model_version, endpoint
 READ_THREADS = 8  # parallel S3 object downloads
@@ -93,6 +97,7 @@ class DriftSignals:
     mean_margin: float  # mean distance to the threshold, relative to the room on that side (ArtifactConfig.margin)
     mean_margin_reference: float
     confidence_drop: float  # (reference - current mean margin) / reference mean margin; > 0: less confident
+    ai_declared_ratio: float  # share whose file declares AI origin (provenance; null = not declared); no alert
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ class DriftResult:
                 ("mean margin", s.mean_margin, s.mean_margin_reference, "", None),
                 ("low-confidence ratio", s.low_confidence_ratio, s.low_confidence_ratio_reference, "", None),
                 ("ai_generated ratio", s.ai_generated_ratio, s.ai_generated_ratio_reference, "", None),
+                ("ai_declared ratio", s.ai_declared_ratio, None, "", None),
             ]
             rows += [
                 (f"  {name} ({d.method})", d.score, None, f"{d.threshold:g}", d.detected)
@@ -215,7 +221,8 @@ def _join(*parts: str) -> str:
 
 
 def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetime, endpoint: str) -> pa.Table:
-    """The window's records of one endpoint in one sink file: only the columns the job uses."""
+    """The window's records of one endpoint in one sink file: only the columns the job uses (an optional column the
+    file lacks comes back null)."""
     response = client.get_object(bucket, key)
     try:
         data = response.read()
@@ -236,7 +243,12 @@ def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetim
         & (pc.field("time") < pa.scalar(end, type=time_type))
         & (pc.field("endpoint") == endpoint)
     )
-    return pq.read_table(pa.BufferReader(data), columns=list(RECORD_COLUMNS), filters=condition)
+    optional = [name for name in OPTIONAL_COLUMNS if name in schema.names]
+    table = pq.read_table(pa.BufferReader(data), columns=[*RECORD_COLUMNS, *optional], filters=condition)
+    for name, column_type in OPTIONAL_COLUMNS.items():
+        if name not in optional:
+            table = table.append_column(pa.field(name, column_type), pa.nulls(table.num_rows, column_type))
+    return table
 
 
 def read_records(
@@ -269,12 +281,13 @@ def read_records(
     frame = (
         pa.concat_tables(tables, promote_options="permissive").to_pandas()
         if tables
-        else pd.DataFrame({c: pd.Series(dtype=object) for c in RECORD_COLUMNS})
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in (*RECORD_COLUMNS, *OPTIONAL_COLUMNS)})
     )
     decode_error = _is_set(frame["decode_error"])
     unpaired = ~frame["paired"].eq(True) & ~decode_error  # a missing flag counts as unpaired
     excluded = {"decode_error": int(decode_error.sum()), "unpaired": int(unpaired.sum())}
-    usable = frame.loc[~decode_error & ~unpaired, [*PREDICTION_COLUMNS, *DRIFT_COLUMNS]].reset_index(drop=True)
+    columns = [*PREDICTION_COLUMNS, *DRIFT_COLUMNS, *OPTIONAL_COLUMNS]
+    usable = frame.loc[~decode_error & ~unpaired, columns].reset_index(drop=True)
     log.info("drift_records_read", files=len(keys), records=len(usable), **excluded)
     return usable, excluded
 
@@ -378,7 +391,8 @@ def compute_signals(
     reference: pd.DataFrame, current: pd.DataFrame, config: ArtifactConfig, settings: DriftSettings
 ) -> tuple[DriftSignals, Any]:
     """Feature and prediction drift of ``current`` against ``reference`` (both with the probability, predicted
-    label, confidence and feature columns); also returns Evidently's snapshot (for the HTML report)."""
+    label, confidence and feature columns; ``current`` optionally with ``ai_declared``, missing = not declared);
+    also returns Evidently's snapshot (for the HTML report)."""
     reference, current = _typed(reference), _typed(current)
     columns = [c for c in DRIFT_COLUMNS if reference[c].notna().any() and current[c].notna().any()]
     skipped = [c for c in DRIFT_COLUMNS if c not in columns]
@@ -405,8 +419,14 @@ def compute_signals(
         mean_margin=cur_margin,
         mean_margin_reference=ref_margin,
         confidence_drop=(ref_margin - cur_margin) / ref_margin if ref_margin > 0 else 0.0,
+        ai_declared_ratio=_share_true(current["ai_declared"]) if "ai_declared" in current else 0.0,
     )
     return signals, snapshot
+
+
+def _share_true(column: pd.Series) -> float:
+    """Share of True in a flag column; null (object None or pandas NA) counts as False, in the denominator too."""
+    return float(column.eq(True).fillna(False).astype(bool).mean())
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -507,6 +527,11 @@ def drift_gauges(result: DriftResult) -> Any:
         "apd_drift_ai_generated_ratio_reference",
         "Share of reference images predicted ai_generated.",
         s.ai_generated_ratio_reference,
+    )
+    gauge(
+        "apd_drift_ai_declared_ratio",
+        "Share of images whose file declares AI origin (C2PA, IPTC, generator metadata).",
+        s.ai_declared_ratio,
     )
     gauge("apd_drift_probability_drift_score", "Evidently drift score of the probability.", s.probability_drift.score)
     gauge("apd_drift_confidence_drop", "Relative fall of the mean margin to the threshold.", s.confidence_drop)

@@ -344,7 +344,6 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
                 query(f"apd_drift_low_confidence_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
             ],
             unit="percentunit",
-            width=WIDE,
             minimum=0,
         ),
         panel_timeseries(
@@ -355,7 +354,16 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
                 query(f"apd_drift_ai_generated_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
             ],
             unit="percentunit",
-            width=WIDE,
+            minimum=0,
+        ),
+        panel_timeseries(
+            "AI-declared ratio",
+            "Share of images whose own metadata declares AI origin (C2PA Content Credentials, IPTC "
+            "DigitalSourceType, generator metadata), per run (apd_drift_ai_declared_ratio). A floor under the pixel "
+            "model's AI-generated ratio: metadata is easily stripped, so a file without it proves nothing about the "
+            "rest. Reported, not alerted on.",
+            [query(f"apd_drift_ai_declared_ratio{{{DRIFT}}}", legend, "declared")],
+            unit="percentunit",
             minimum=0,
         ),
         panel_timeseries(

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from components.common.errors import DetectorError, InvalidImageError
 from components.common.features import image_features
 from components.common.images import decode_image
+from components.common.provenance import Provenance
 from components.common.settings import ImageLimits
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -233,10 +234,17 @@ def request_images(document: dict[str, Any], tail: bytes) -> list[bytes | str]:
 
 
 class Prediction(NamedTuple):
+    """One image's answer. The provenance facts are None when the response lacks them (servers from before the
+    provenance evidence) or holds an unreadable ``provenance`` object."""
+
     probability: float | None
     label: str | None
     confidence: str | None
     model_version: str | None
+    ai_declared: bool | None = None  # the file declares AI origin (C2PA, IPTC, generator metadata)
+    c2pa: str | None = None  # absent | valid | trusted | invalid | unreadable
+    provenance_generator: str | None = None  # the generator named by the strongest AI declaration
+    verdict_source: str | None = None  # pixels | provenance: what decided the label
 
 
 @dataclass(frozen=True)
@@ -256,6 +264,23 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else (None if value is None else str(value))
 
 
+def _provenance(value: Any) -> tuple[bool | None, str | None, str | None]:
+    """(ai_declared, c2pa, generator) of a response's provenance: the object (v1) or its JSON text (v2, str or
+    bytes); all None when it is missing or unreadable (a malformed one must not cost the record)."""
+    if isinstance(value, bytes | str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):  # ValueError: also UnicodeDecodeError
+            return None, None, None
+    if not isinstance(value, dict):
+        return None, None, None
+    try:
+        provenance = Provenance.from_dict(value)
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
+        return None, None, None
+    return provenance.ai_declared, provenance.c2pa, _text(provenance.generator)
+
+
 def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
     """The predictions of a checked v1 or v2 response (fields it lacks are None)."""
     if "predictions" in document:
@@ -263,7 +288,16 @@ def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
         for item in document["predictions"]:
             if isinstance(item, dict):
                 fields = (item.get("probability"), item.get("label"), item.get("confidence"), item.get("model_version"))
-                predictions.append(Prediction(_float(fields[0]), _text(fields[1]), _text(fields[2]), _text(fields[3])))
+                predictions.append(
+                    Prediction(
+                        _float(fields[0]),
+                        _text(fields[1]),
+                        _text(fields[2]),
+                        _text(fields[3]),
+                        *_provenance(item.get("provenance")),
+                        _text(item.get("verdict_source")),
+                    )
+                )
             else:  # a bare score
                 predictions.append(Prediction(_float(item), None, None, None))
         version = next((p.model_version for p in predictions if p.model_version), None)
@@ -272,7 +306,7 @@ def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
     by_name = {t.get("name"): i for i, t in enumerate(tensors) if isinstance(t, dict)}
     columns = {
         n: _tensor_values(tensors, by_name[n], tail) if n in by_name else []
-        for n in ("probability", "label", "confidence")
+        for n in ("probability", "label", "confidence", "provenance", "verdict_source")
     }
     count = max(len(c) for c in columns.values())
     version = _text(document.get("model_version"))
@@ -281,7 +315,14 @@ def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
         return columns[name][index] if index < len(columns[name]) else None
 
     predictions = [
-        Prediction(_float(at("probability", i)), _text(at("label", i)), _text(at("confidence", i)), version)
+        Prediction(
+            _float(at("probability", i)),
+            _text(at("label", i)),
+            _text(at("confidence", i)),
+            version,
+            *_provenance(at("provenance", i)),
+            _text(at("verdict_source", i)),
+        )
         for i in range(count)
     ]
     return ParsedResponse(_text(document.get("model_name")), version, predictions)

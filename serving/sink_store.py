@@ -282,6 +282,10 @@ RECORD_SCHEMA = pa.schema(
         ("probability", pa.float64()),
         ("predicted_label", pa.string()),
         ("confidence", pa.string()),
+        ("ai_declared", pa.bool_()),  # the provenance evidence of the response (null: a server without it)
+        ("c2pa", pa.string()),
+        ("provenance_generator", pa.string()),
+        ("verdict_source", pa.string()),
         *[(name, pa.float64()) for name in FEATURE_NAMES],
         *[(name, pa.string()) for name in CATEGORICAL_FEATURES],
         ("image_sha256", pa.string()),

@@ -87,6 +87,7 @@ _SERIES: dict[str, set[str]] = {
             "low_confidence_ratio_reference",
             "ai_generated_ratio",
             "ai_generated_ratio_reference",
+            "ai_declared_ratio",
             "probability_drift_score",
             "confidence_drop",
             "alert",

@@ -53,11 +53,22 @@ def sink_table(frame: pd.DataFrame, start: datetime, hours: float, endpoint: str
     out["model_name"], out["model_version"] = MODEL, version
     out["image_sha256"] = [f"{i:064x}" for i in rng.integers(0, 2**62, n)]
     out["decode_error"], out["paired"] = None, True
+    defaults = {"ai_declared": False, "c2pa": "absent", "provenance_generator": None, "verdict_source": "pixels"}
+    for name, value in defaults.items():
+        if name not in out:
+            out[name] = value
     return pa.Table.from_pandas(out[RECORD_SCHEMA.names], schema=RECORD_SCHEMA, preserve_index=False)
 
 
-def put_records(s3: S3Settings, table: pa.Table, files: int = 3) -> int:
-    """Upload ``table`` into the sink's layout (one folder per UTC date), ``files`` Parquet parts per date."""
+# The sink's schema before it recorded the provenance evidence: the drift job still reads such files.
+LEGACY_SCHEMA = pa.schema(
+    [f for f in RECORD_SCHEMA if f.name not in {"ai_declared", "c2pa", "provenance_generator", "verdict_source"}]
+)
+
+
+def put_records(s3: S3Settings, table: pa.Table, files: int = 3, schema: pa.Schema = RECORD_SCHEMA) -> int:
+    """Upload ``table`` into the sink's layout (one folder per UTC date), ``files`` Parquet parts per date, written
+    with ``schema``."""
     client = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False)
     if not client.bucket_exists(SINK.bucket):
         client.make_bucket(SINK.bucket)
@@ -66,7 +77,7 @@ def put_records(s3: S3Settings, table: pa.Table, files: int = 3) -> int:
     for day, rows in frame.groupby(frame["time"].dt.strftime("%Y-%m-%d")):
         version = rows["model_version"].iloc[0]
         for part in np.array_split(np.arange(len(rows)), files):
-            data = pa.Table.from_pandas(rows.iloc[part], schema=RECORD_SCHEMA, preserve_index=False)
+            data = pa.Table.from_pandas(rows.iloc[part], schema=schema, preserve_index=False)
             buffer = pa.BufferOutputStream()
             pq.write_table(data, buffer, compression="zstd")
             body = buffer.getvalue().to_pybytes()
@@ -109,13 +120,16 @@ def s3(s3_server: S3Settings) -> S3Settings:
 
 @pytest.fixture
 def two_days(s3: S3Settings) -> S3Settings:
-    """Day 1: default endpoint like the reference (+ 7 decode errors, 5 unpaired), canary drifted; day 2: drifted."""
+    """Day 1: default endpoint like the reference (+ 7 decode errors, 5 unpaired, 300 files that declare AI
+    origin), canary drifted (in files without the provenance columns); day 2: drifted."""
     quiet = records(3000, seed=2)
     table = sink_table(quiet, DAY, 24, "default", "1", seed=2).to_pandas()
     table.loc[:6, "decode_error"] = "unsupported_format"
     table.loc[7:11, "paired"] = False
+    table.loc[100:399, ["ai_declared", "c2pa", "verdict_source"]] = [True, "valid", "provenance"]
     put_records(s3, pa.Table.from_pandas(table, schema=RECORD_SCHEMA, preserve_index=False))
-    put_records(s3, sink_table(records(1000, seed=3, **NEW_UPLOAD_TOOL), DAY, 24, "canary", "1", seed=3))
+    canary = sink_table(records(1000, seed=3, **NEW_UPLOAD_TOOL), DAY, 24, "canary", "1", seed=3)
+    put_records(s3, canary, schema=LEGACY_SCHEMA)
     drifted = records(3000, seed=4, **NEW_UPLOAD_TOOL)
     put_records(s3, sink_table(drifted, DAY + timedelta(days=1), 24, "default", "1", seed=4))
     return s3
@@ -152,6 +166,8 @@ def test_alert_only_on_the_drifted_window(two_days: S3Settings, registry: Mlflow
     assert quiet.verdict == "ok", quiet.message
     assert quiet.records == 3000 - 12
     assert quiet.excluded == {"decode_error": 7, "unpaired": 5}
+    assert quiet.signals is not None
+    assert quiet.signals.ai_declared_ratio == pytest.approx(300 / (3000 - 12))
     assert quiet.model_version == "1"  # resolved from @champion
 
     drifted = _run(two_days, registry, DAY + timedelta(days=1))
@@ -163,6 +179,8 @@ def test_alert_only_on_the_drifted_window(two_days: S3Settings, registry: Mlflow
     canary = _run(two_days, registry, DAY, endpoint="canary", model_version="1")
     assert canary.verdict == "alert"
     assert canary.records == 1000  # only the canary's records
+    assert canary.signals is not None
+    assert canary.signals.ai_declared_ratio == 0.0  # files from before the provenance columns: nothing declared
 
     # the report and the summary on S3, under drift/<model>/<version>/<endpoint>/<window end>/
     assert drifted.report_uri == f"s3://{SINK.bucket}/drift/{MODEL}/1/default/20261103T000000Z/report.html"
@@ -315,6 +333,7 @@ def test_gauges_reach_a_real_pushgateway(two_days: S3Settings, registry: MlflowS
         "apd_drift_low_confidence_ratio_reference",
         "apd_drift_ai_generated_ratio",
         "apd_drift_ai_generated_ratio_reference",
+        "apd_drift_ai_declared_ratio",
         "apd_drift_probability_drift_score",
         "apd_drift_confidence_drop",
     ):

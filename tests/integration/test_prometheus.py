@@ -160,6 +160,7 @@ def _signals(drift_share: float, confidence_drop: float, probability_shift: floa
         mean_margin=0.6 * (1 - confidence_drop),
         mean_margin_reference=0.6,
         confidence_drop=confidence_drop,
+        ai_declared_ratio=0.05,
     )
 
 

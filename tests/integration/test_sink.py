@@ -42,6 +42,10 @@ COLUMNS = [
     "probability",
     "predicted_label",
     "confidence",
+    "ai_declared",
+    "c2pa",
+    "provenance_generator",
+    "verdict_source",
     *FEATURE_NAMES,
     *CATEGORICAL_FEATURES,
     "image_sha256",
@@ -162,12 +166,17 @@ def sink(module_s3: S3Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_request_and_response_become_one_record_per_image(sink: SinkProcess, module_s3: S3Settings) -> None:
     corrupt = JPEG[: len(JPEG) // 2]
     assert sink.post(ce_headers("pair-v1"), v1_request(JPEG, corrupt)) == (200, {"status": "stored", "id": "pair-v1"})
-    assert sink.post(ce_headers("pair-v1", "response"), v1_response(0.9, 0.2, version="4"))[0] == 200
+    response = v1_response(0.9, 0.2, version="4", declared=("Adobe Firefly",))
+    assert sink.post(ce_headers("pair-v1", "response"), response)[0] == 200
     # v2, on the canary, response first
-    assert sink.post(ce_headers("pair-v2", "response", "canary"), v2_response(0.3, version="5"))[0] == 200
+    response = v2_response(0.3, version="5", declared=("Midjourney",))
+    assert sink.post(ce_headers("pair-v2", "response", "canary"), response)[0] == 200
     assert sink.post(ce_headers("pair-v2", endpoint="canary"), v2_request(JPEG))[0] == 200
+    # a model server from before the provenance evidence
+    assert sink.post(ce_headers("pair-old"), v1_request(JPEG))[0] == 200
+    assert sink.post(ce_headers("pair-old", "response"), v1_response(0.6, with_provenance=False))[0] == 200
 
-    records = wait_for_records(module_s3, 3)
+    records = wait_for_records(module_s3, 4)
     assert list(records.columns) == COLUMNS
     v1 = of(records, "pair-v1")
     assert v1["image_index"].tolist() == [0, 1]
@@ -181,10 +190,17 @@ def test_request_and_response_become_one_record_per_image(sink: SinkProcess, mod
     assert "truncated or corrupt" in v1.loc[1, "decode_error"]  # kept, not dropped
     assert pd.isna(v1.loc[1, "brightness"])
     assert str(v1.loc[0, "time"]) == "2026-03-04 05:06:07.123456+00:00"  # the request's ce-time
+    provenance = ["ai_declared", "c2pa", "provenance_generator", "verdict_source"]
+    assert v1[provenance].values.tolist() == [
+        [True, "valid", "Adobe Firefly", "provenance"],
+        [False, "absent", None, "pixels"],
+    ]
     v2 = of(records, "pair-v2")
     assert (v2.loc[0, "endpoint"], v2.loc[0, "model_version"], v2.loc[0, "probability"]) == ("canary", "5", 0.3)
     assert bool(v2.loc[0, "paired"])
     assert v2.loc[0, "brightness"] > 0
+    assert v2.loc[0, provenance].tolist() == [True, "valid", "Midjourney", "provenance"]
+    assert of(records, "pair-old").loc[0, provenance].isna().all()  # null, not False: nothing was said
     _, keys = read_records(module_s3)
     assert any(k.startswith("records/date=2026-03-04/model=apd-detector/version=4/part-") for k in keys)
     assert any(k.startswith("records/date=2026-03-04/model=apd-detector/version=5/part-") for k in keys)
@@ -217,6 +233,7 @@ def test_halves_without_partner_are_written_after_the_timeout(sink: SinkProcess,
     assert not request.loc[0, "paired"]
     assert pd.isna(request.loc[0, "probability"])
     assert pd.isna(request.loc[0, "model_version"])
+    assert pd.isna(request.loc[0, "ai_declared"])
     assert request.loc[0, "width"] == 64.0
     assert not response.loc[0, "paired"]
     assert (response.loc[0, "probability"], response.loc[0, "model_version"]) == (pytest.approx(0.8), "6")

@@ -1,24 +1,31 @@
 """The drift job's signals and verdict on synthetic frames (no S3, no MLflow): Evidently runs for real."""
 
+import io
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import generate_latest
 
 from components.common.artifact import ArtifactConfig
 from components.common.features import FEATURE_NAMES
 from components.common.model import ModelConfig
-from components.common.settings import DriftSettings
+from components.common.settings import DriftSettings, S3Settings
 from components.drift import (
     DriftResult,
     _is_set,
     _partition_prefixes,
     assess,
     drift_gauges,
+    read_records,
+    scalar_metrics,
     window,
 )
+from serving.sink_store import RECORD_SCHEMA
 
 CONFIG = ArtifactConfig(ModelConfig(), threshold=0.45, dataset_version="test")
 
@@ -210,6 +217,7 @@ def test_gauges_have_the_agreed_names() -> None:
         "apd_drift_low_confidence_ratio_reference",
         "apd_drift_ai_generated_ratio",
         "apd_drift_ai_generated_ratio_reference",
+        "apd_drift_ai_declared_ratio",
         "apd_drift_probability_drift_score",
         "apd_drift_confidence_drop",
         "apd_drift_alert",
@@ -235,6 +243,99 @@ def test_the_table_shows_every_signal_and_the_verdict() -> None:
     assert "verdict: ALERT" in text
     assert "left out: 2 decode error, 1 unpaired" in text
     assert "verdict: NO VERDICT: m" in _result(None, "no_verdict").to_text(DriftSettings())
+
+
+def test_the_ai_declared_ratio_is_reported_not_alerted_on() -> None:
+    """The share of records whose file declares AI origin; a missing flag (an older server) counts as not declared."""
+    current = records(1000, seed=12)
+    current["ai_declared"] = pd.Series([True] * 150 + [False] * 350 + [None] * 500, dtype=object)
+    assessment = assess(REFERENCE, current, CONFIG, DriftSettings())
+    s = assessment.signals
+    assert s is not None
+    assert s.ai_declared_ratio == pytest.approx(0.15)
+    assert assessment.verdict == "ok", assessment.message  # no threshold: never an alert reason
+    result = _result(s, assessment.verdict)
+    assert scalar_metrics(result)["ai_declared_ratio"] == pytest.approx(0.15)
+    assert "apd_drift_ai_declared_ratio 0.15" in generate_latest(drift_gauges(result)).decode()
+    row = next(line for line in result.to_text(DriftSettings()).splitlines() if line.startswith("ai_declared ratio"))
+    assert row.split() == ["ai_declared", "ratio", "0.1500"]  # no reference, no threshold, no state
+    without = assess(REFERENCE, records(1000, seed=12), CONFIG, DriftSettings()).signals  # no column at all
+    assert without is not None
+    assert without.ai_declared_ratio == 0.0
+
+
+class _Object:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+class _Listed:
+    def __init__(self, name: str) -> None:
+        self.object_name = name
+
+
+class _Bucket:
+    """The two calls of the minio client that read_records makes, over Parquet files in memory."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def list_objects(self, bucket: str, prefix: str, recursive: bool) -> list[_Listed]:
+        return [_Listed(key) for key in self.files if key.startswith(prefix)]
+
+    def get_object(self, bucket: str, key: str) -> _Object:
+        return _Object(self.files[key])
+
+
+def _parquet(frame: pd.DataFrame, schema: pa.Schema) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), buffer)
+    return buffer.getvalue()
+
+
+def test_sink_files_without_the_provenance_columns_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the sink wrote before it recorded the provenance evidence lack ai_declared: read as not declared."""
+    frame = records(6, seed=13).drop(columns=["label"])
+    frame["time"] = pd.Timestamp("2026-11-01T12:00:00Z")
+    frame["endpoint"], frame["decode_error"], frame["paired"] = "default", None, True
+    for name in RECORD_SCHEMA.names:
+        if name not in frame:
+            frame[name] = None
+    new = frame.copy()
+    new["ai_declared"] = [True, True, False, None, False, False]
+    legacy = pa.schema(
+        [f for f in RECORD_SCHEMA if f.name not in {"ai_declared", "c2pa", "provenance_generator", "verdict_source"}]
+    )
+    folder = "records/date=2026-11-01/model=m/version=1/"
+    files = {
+        f"{folder}part-old.parquet": _parquet(frame, legacy),
+        f"{folder}part-new.parquet": _parquet(new, RECORD_SCHEMA),
+    }
+    bucket = _Bucket(files)
+
+    def client(self: Any, http_client: Any = None) -> _Bucket:
+        return bucket
+
+    monkeypatch.setattr(S3Settings, "client", client)
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
+    usable, excluded = read_records(S3Settings(), "b", "records", "m", "1", "default", start, end)
+    assert len(usable) == 12
+    assert excluded == {"decode_error": 0, "unpaired": 0}
+    assert usable["ai_declared"].eq(True).sum() == 2
+    only_old = {k: v for k, v in files.items() if "old" in k}
+    monkeypatch.setattr(bucket, "files", only_old)
+    usable, _ = read_records(S3Settings(), "b", "records", "m", "1", "default", start, end)
+    assert len(usable) == 6
+    assert usable["ai_declared"].isna().all()
 
 
 def test_the_window_and_its_date_partitions() -> None:

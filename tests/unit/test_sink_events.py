@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from components.common.provenance import Provenance, Signal
 from components.common.settings import ImageLimits
 from serving.sink_events import (
     REQUEST_TYPE,
@@ -62,24 +63,53 @@ def v2_request(*images: bytes) -> bytes:
     return json.dumps({"id": "r", "inputs": [tensor]}).encode()
 
 
-def v1_response(*probabilities: float, version: str = "3") -> bytes:
-    predictions = [
-        {
+def provenance_of(generator: str | None = None) -> dict[str, Any]:
+    """The provenance object of an answer (``Provenance.to_dict``): a valid C2PA manifest saying ``generator`` made
+    the image, or (None) a file that declares nothing."""
+    if generator is None:
+        return Provenance().to_dict()
+    signal = Signal("c2pa", "ai", generator, "c2pa.created: trainedAlgorithmicMedia")
+    return Provenance("valid", (signal,)).to_dict()
+
+
+def _declared(declared: tuple[str | None, ...], index: int) -> str | None:
+    return declared[index] if index < len(declared) else None
+
+
+def v1_response(
+    *probabilities: float, version: str = "3", declared: tuple[str | None, ...] = (), with_provenance: bool = True
+) -> bytes:
+    """``declared``: per image, the AI generator its file declares (None or left out: nothing declared);
+    ``with_provenance=False``: a server from before the provenance evidence."""
+    predictions = []
+    for i, p in enumerate(probabilities):
+        generator = _declared(declared, i)
+        prediction = {
             "probability": p,
-            "label": "ai_generated" if p >= 0.5 else "real",
+            "label": "ai_generated" if p >= 0.5 or generator else "real",
             "confidence": "high",
             "model_version": version,
             "inference_time_ms": 1.5,
             "generator": {"name": "sdxl" if p >= 0.5 else "unknown", "probability": 0.75 if p >= 0.5 else 0.4},
         }
-        for p in probabilities
-    ]
+        if with_provenance:
+            prediction["provenance"] = provenance_of(generator)
+            prediction["verdict_source"] = "provenance" if generator else "pixels"
+        predictions.append(prediction)
     return json.dumps({"predictions": predictions}).encode()
 
 
-def v2_response(*probabilities: float, version: str = "3", model: str = "apd-detector") -> bytes:
+def v2_response(
+    *probabilities: float,
+    version: str = "3",
+    model: str = "apd-detector",
+    declared: tuple[str | None, ...] = (),
+    with_provenance: bool = True,
+) -> bytes:
+    """As ``v1_response``, in v2 JSON: the provenance as one JSON text per image."""
     n = [len(probabilities)]
-    labels = ["ai_generated" if p >= 0.5 else "real" for p in probabilities]
+    generators = [_declared(declared, i) for i in range(len(probabilities))]
+    labels = ["ai_generated" if p >= 0.5 or g else "real" for p, g in zip(probabilities, generators, strict=True)]
     outputs = [
         {"name": "probability", "shape": n, "datatype": "FP32", "data": list(probabilities)},
         {"name": "label", "shape": n, "datatype": "BYTES", "data": labels},
@@ -87,6 +117,13 @@ def v2_response(*probabilities: float, version: str = "3", model: str = "apd-det
         {"name": "generator", "shape": n, "datatype": "BYTES", "data": ["unknown"] * len(probabilities)},
         {"name": "generator_probability", "shape": n, "datatype": "FP32", "data": [0.0] * len(probabilities)},
     ]
+    if with_provenance:
+        texts = [json.dumps(provenance_of(g)) for g in generators]
+        sources = ["provenance" if g else "pixels" for g in generators]
+        outputs += [
+            {"name": "provenance", "shape": n, "datatype": "BYTES", "data": texts},
+            {"name": "verdict_source", "shape": n, "datatype": "BYTES", "data": sources},
+        ]
     return json.dumps({"id": "r", "model_name": model, "model_version": version, "outputs": outputs}).encode()
 
 
@@ -285,7 +322,7 @@ def test_responses_v1_v2_and_binary() -> None:
     assert parse_response({"predictions": [0.25, "x"]}, b"").predictions[0].probability == 0.25  # bare scores
     v2 = parse_response(json.loads(v2_response(0.75, version="7", model="m")), b"")
     assert (v2.model_name, v2.model_version) == ("m", "7")
-    assert v2.predictions[0] == (0.75, "ai_generated", "low", "7")
+    assert v2.predictions[0][:4] == (0.75, "ai_generated", "low", "7")
     probability, labels = struct.pack("<2f", 0.5, 0.25), _binary_bytes(b"ai_generated", b"real")
     generators = _binary_bytes(b"sdxl", b"unknown")  # an output the sink does not keep, between two it does
     header = {
@@ -308,6 +345,72 @@ def test_responses_v1_v2_and_binary() -> None:
         (0.5, "ai_generated", None),
         (0.25, "real", None),
     ]
+
+
+def _facts(predictions: list[Any]) -> list[tuple[Any, ...]]:
+    return [(p.ai_declared, p.c2pa, p.provenance_generator, p.verdict_source) for p in predictions]
+
+
+DECLARED = (True, "valid", "Adobe Firefly", "provenance")
+NOTHING_DECLARED = (False, "absent", None, "pixels")
+OLD_SERVER = (None, None, None, None)
+
+
+def test_provenance_of_v1_and_v2_json_responses() -> None:
+    for build in (v1_response, v2_response):
+        body = build(0.2, 0.9, declared=("Adobe Firefly", None))
+        parsed = parse_response(*load_body(body))
+        assert _facts(parsed.predictions) == [DECLARED, NOTHING_DECLARED], build.__name__
+        assert parsed.predictions[0].label == "ai_generated"  # the file's declaration decided
+        old = parse_response(*load_body(build(0.2, with_provenance=False)))  # a server without the evidence
+        assert _facts(old.predictions) == [OLD_SERVER], build.__name__
+    assert _facts(parse_response({"predictions": [0.25]}, b"").predictions) == [OLD_SERVER]  # bare scores
+
+
+def test_provenance_of_a_binary_v2_response() -> None:
+    """The binary-data extension: the provenance JSON texts arrive as raw bytes."""
+    probability = struct.pack("<3f", 0.25, 0.5, 0.75)
+    texts = _binary_bytes(json.dumps(provenance_of("Adobe Firefly")).encode(), b'{"c2pa": "absent", "sig', b"[]")
+    sources = _binary_bytes(b"provenance", b"pixels", b"pixels")
+    header = {
+        "model_name": "m",
+        "model_version": "7",
+        "outputs": [
+            {"name": "probability", "datatype": "FP32", "shape": [3], "parameters": {"binary_data_size": 12}},
+            {"name": "provenance", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": len(texts)}},
+            {
+                "name": "verdict_source",
+                "datatype": "BYTES",
+                "shape": [3],
+                "parameters": {"binary_data_size": len(sources)},
+            },
+        ],
+    }
+    body = json.dumps(header).encode() + probability + texts + sources
+    event = parse_event(ce_headers("bin", "response", **{"content-type": "application/octet-stream"}), body, 1.0)
+    predictions = parse_response(*load_body(event.body)).predictions
+    # a truncated JSON text and one that is not an object cost only the provenance, not the record
+    assert _facts(predictions) == [DECLARED, (None, None, None, "pixels"), (None, None, None, "pixels")]
+    assert [p.probability for p in predictions] == [0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("{not json", id="not-json"),
+        pytest.param("null", id="json-null"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+        pytest.param({"c2pa": "valid", "signals": 5}, id="signals-not-a-list"),
+        pytest.param({"c2pa": "valid", "unreadable": 3}, id="unreadable-not-a-list"),
+        pytest.param(["ai"], id="a-list"),
+    ],
+)
+def test_a_malformed_provenance_is_none(value: Any) -> None:
+    v1 = {"predictions": [{"probability": 0.5, "provenance": value, "verdict_source": "pixels"}]}
+    assert _facts(parse_response(v1, b"").predictions) == [(None, None, None, "pixels")]
+    if isinstance(value, str):
+        v2 = {"outputs": [{"name": "provenance", "datatype": "BYTES", "shape": [1], "data": [value]}]}
+        assert _facts(parse_response(v2, b"").predictions) == [OLD_SERVER]
 
 
 def test_analyse_request_keeps_a_record_for_every_image() -> None:
