@@ -48,16 +48,16 @@ from urllib3.exceptions import HTTPError
 from components.common.artifact import CONFIG_FILE, REFERENCE_FILE, ArtifactConfig, fetch_artifact
 from components.common.errors import DataSourceError, InvalidParameterError
 from components.common.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+from components.common.records import PREDICTION_COLUMNS, RECORD_SCHEMA, join_key, window_prefixes
 from components.common.settings import DriftSettings, MlflowSettings, S3Settings
 from components.stage import stage
 
 log = structlog.get_logger(__name__)
 
 DRIFT_COLUMNS = (*FEATURE_NAMES, *CATEGORICAL_FEATURES)  # the columns Evidently compares
-PREDICTION_COLUMNS = ("probability", "predicted_label", "confidence")
 RECORD_COLUMNS = (*PREDICTION_COLUMNS, *DRIFT_COLUMNS, "decode_error", "paired")  # read from the sink's files
 # Read when a sink file has them, else null: files written before the sink recorded the provenance evidence lack them.
-OPTIONAL_COLUMNS = {"ai_declared": pa.bool_()}
+OPTIONAL_COLUMNS = {"ai_declared": RECORD_SCHEMA.field("ai_declared").type}
 ALERT_EXIT_CODE = 3  # `apd drift run` exits with it when the alert fires
 PUSH_JOB = "apd-drift"  # Pushgateway job; grouping key: model_name, model_version, endpoint
 READ_THREADS = 8  # parallel S3 object downloads
@@ -209,17 +209,6 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _partition_prefixes(prefix: str, model_name: str, version: str, start: datetime, end: datetime) -> list[str]:
-    """The sink's folders that can hold records of [start, end): one per UTC date."""
-    last = (end - timedelta(microseconds=1)).date()
-    days = [start.date() + timedelta(days=n) for n in range((last - start.date()).days + 1)]
-    return [_join(prefix, f"date={day:%Y-%m-%d}", f"model={model_name}", f"version={version}") + "/" for day in days]
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
 def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetime, endpoint: str) -> pa.Table:
     """The window's records of one endpoint in one sink file: only the columns the job uses (an optional column the
     file lacks comes back null)."""
@@ -265,7 +254,7 @@ def read_records(
     client = s3.client()
     keys: list[str] = []
     try:
-        for folder in _partition_prefixes(prefix, model_name, model_version, start, end):
+        for folder in window_prefixes(prefix, model_name, model_version, start, end):
             keys += [
                 o.object_name
                 for o in client.list_objects(bucket, prefix=folder, recursive=True)
@@ -599,7 +588,7 @@ def run_drift(
     )
     seconds = {"read": time.perf_counter() - began}
     # named after the window's end: a re-run of the same window (a retried CronJob) replaces its report
-    folder = _join("drift", model_name, version, endpoint, window_end.strftime("%Y%m%dT%H%M%SZ"))
+    folder = join_key("drift", model_name, version, endpoint, window_end.strftime("%Y%m%dT%H%M%SZ"))
     bucket = settings.report_bucket or sink_bucket
     with tempfile.TemporaryDirectory() as tmp:
         reference, config = load_reference(model_name, version, Path(tmp))

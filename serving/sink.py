@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from components.common.errors import DetectorError
+from components.common.records import FEATURE_COLUMNS, Partition
 from components.common.settings import ImageLimits, S3Settings, Settings, SinkSettings
 from serving import metrics
 from serving.sink_events import (
@@ -46,8 +47,6 @@ from serving.sink_events import (
     parse_response,
 )
 from serving.sink_store import (
-    FEATURE_COLUMNS,
-    Partition,
     RecordStore,
     WalRef,
     WalUnavailableError,

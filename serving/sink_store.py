@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import re
 import struct
 import time
 import uuid
@@ -32,7 +31,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from components.common.errors import DetectorError
-from components.common.features import CATEGORICAL_FEATURES, FEATURE_NAMES
+from components.common.records import RECORD_SCHEMA, Partition, record_key
 from components.common.settings import S3Settings, SinkSettings
 from serving import metrics
 
@@ -267,47 +266,6 @@ class WrittenIds:
         os.close(self._fd)
 
 
-FEATURE_COLUMNS = (*FEATURE_NAMES, *CATEGORICAL_FEATURES)
-# One row per image. The drift job reads these columns by name.
-RECORD_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("image_index", pa.int32()),
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("inference_service", pa.string()),
-        ("namespace", pa.string()),
-        ("endpoint", pa.string()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("probability", pa.float64()),
-        ("predicted_label", pa.string()),
-        ("confidence", pa.string()),
-        ("ai_declared", pa.bool_()),  # the provenance evidence of the response (null: a server without it)
-        ("c2pa", pa.string()),
-        ("provenance_generator", pa.string()),
-        ("verdict_source", pa.string()),
-        *[(name, pa.float64()) for name in FEATURE_NAMES],
-        *[(name, pa.string()) for name in CATEGORICAL_FEATURES],
-        ("image_sha256", pa.string()),
-        ("decode_error", pa.string()),
-        ("paired", pa.bool_()),
-    ]
-)
-
-
-class Partition(NamedTuple):
-    date: str  # YYYY-MM-DD (UTC) of the records' time
-    model: str
-    version: str
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
-
-
-def _segment(value: str) -> str:
-    return _UNSAFE.sub("_", value) or "unknown"
-
-
 @dataclass
 class Batch:
     """Records of one partition on their way to one Parquet file, and the events they came from."""
@@ -321,9 +279,7 @@ class Batch:
     name: str = field(default_factory=lambda: uuid.uuid4().hex)  # kept across retries: a retry overwrites
 
     def key(self, prefix: str) -> str:
-        date, model, version = self.partition
-        parts = [prefix.strip("/"), f"date={date}", f"model={_segment(model)}", f"version={_segment(version)}"]
-        return "/".join([p for p in parts if p] + [f"part-{self.name}.parquet"])
+        return record_key(prefix, self.partition, self.name)
 
 
 def to_parquet(rows: list[dict[str, Any]]) -> bytes:

@@ -24,11 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
 from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.records import RECORD_SCHEMA
 from components.common.settings import DriftSettings, MlflowSettings, S3Settings, SinkSettings
 from components.common.tracking import setup_tracking
 from components.common.transforms import Preprocessing
 from components.drift import DriftResult, run_drift
-from serving.sink_store import RECORD_SCHEMA
 from tests.conftest import free_port
 from tests.unit.test_drift import NEW_UPLOAD_TOOL, records
 

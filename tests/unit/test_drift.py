@@ -14,18 +14,17 @@ from prometheus_client import generate_latest
 from components.common.artifact import ArtifactConfig
 from components.common.features import FEATURE_NAMES
 from components.common.model import ModelConfig
+from components.common.records import RECORD_SCHEMA
 from components.common.settings import DriftSettings, S3Settings
 from components.drift import (
     DriftResult,
     _is_set,
-    _partition_prefixes,
     assess,
     drift_gauges,
     read_records,
     scalar_metrics,
     window,
 )
-from serving.sink_store import RECORD_SCHEMA
 
 CONFIG = ArtifactConfig(ModelConfig(), threshold=0.45, dataset_version="test")
 
@@ -338,16 +337,10 @@ def test_sink_files_without_the_provenance_columns_are_still_read(monkeypatch: p
     assert usable["ai_declared"].isna().all()
 
 
-def test_the_window_and_its_date_partitions() -> None:
+def test_the_window() -> None:
     end = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
     start, stop = window(24, end=end)
     assert (start, stop) == (datetime(2026, 11, 1, 6, 0, tzinfo=UTC), end)
-    assert _partition_prefixes("records/", "apd-detector", "3", start, stop) == [
-        "records/date=2026-11-01/model=apd-detector/version=3/",
-        "records/date=2026-11-02/model=apd-detector/version=3/",
-    ]
-    midnight = datetime(2026, 11, 2, tzinfo=UTC)  # the end is exclusive: no folder for Nov 2
-    assert len(_partition_prefixes("", "m", "1", midnight.replace(day=1), midnight)) == 1
     assert window(1, datetime(2026, 1, 1), datetime(2026, 1, 1, 2))[0].tzinfo == UTC  # naive = UTC
     with pytest.raises(ValueError, match="not before its end"):
         window(1, end, end)
