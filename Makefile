@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # defaults.
 DEMO_PARAMS ?= -p epochs=14 -p patience=6
 
-.PHONY: help install system-deps demo test test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
+.PHONY: help install system-deps demo test audit test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,7 +52,7 @@ demo: install ## Build the offline demo dataset (cached in data/demo), run the w
 incident: install ## The drift drill: a new generator's traffic, the drift alert, retraining, recovery (after `make demo`)
 	$(RUN) $(PY) -m pipelines.incident
 
-test: install ## Run every test (unit and integration)
+test: lint ## Lint and type checks (fast), then every test (unit, integration, chart)
 	$(RUN) $(PY) -m pytest
 
 test-unit: install ## Run the fast unit tests only
@@ -74,6 +74,10 @@ lint: install ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy components pipelines serving
+
+audit: install ## Known vulnerabilities of the locked dependencies (pip-audit; report-only, needs the advisory databases)
+	grep -v '^#' requirements.lock > $(VENV)/audit-requirements.txt
+	$(VENV)/bin/pip-audit --requirement $(VENV)/audit-requirements.txt --no-deps --disable-pip --progress-spinner off
 
 format: install ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
