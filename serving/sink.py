@@ -10,9 +10,10 @@ KServe 0.21 sends (``pkg/logger``): ``ce-id`` (the same for a request and its re
 ``ce-metadata``; the body is the inference request or response as sent, with the request's Content-Type. It logs a
 response only when the server answered 200, and does not resend an event the sink refused.
 
-An event is answered 200 only once it is fsynced to the write-ahead log (``serving/sink_store.py``); a background
+An event is answered 200 only once it is fsynced to the write-ahead log (``serving/sink_wal.py``); a background
 task decodes the images (a process pool, ``serving/sink_events.py``), pairs request and response by ce-id and
-hands records to the S3 writer.
+hands records to the S3 writer (``serving/sink_store.py``). Once a file is on S3 its events' ids are remembered
+(``serving/sink_ids.py``) and the events leave the log.
 """
 
 from __future__ import annotations
@@ -46,13 +47,9 @@ from serving.sink_events import (
     parse_event,
     parse_response,
 )
-from serving.sink_store import (
-    RecordStore,
-    WalRef,
-    WalUnavailableError,
-    WriteAheadLog,
-    WrittenIds,
-)
+from serving.sink_ids import WrittenIds
+from serving.sink_store import RecordStore
+from serving.sink_wal import WalRef, WalUnavailableError, WriteAheadLog
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +90,7 @@ class Sink:
         self.limits = limits
         self.wal = WriteAheadLog(settings.wal_dir, self._committed)
         self.written = WrittenIds(settings.wal_dir, settings.dedup_ids)
-        self.store = RecordStore(settings, s3, self.wal, self.written, self._on_written)
+        self.store = RecordStore(settings, s3, self)
         self._logged: set[str] = set()  # keys of the events in the log
         self._writing: dict[str, asyncio.Future[WalRef]] = {}  # keys of the events being written to the log
         self._pairs: dict[str, Pair] = {}  # by pair key, oldest first
@@ -161,7 +158,15 @@ class Sink:
             pair.response = half
         self._queue.put_nowait((half, event.body if self._queue.qsize() < _MEMORY_BACKLOG else None))
 
-    def _on_written(self, keys: list[str]) -> None:
+    def remember_written(self, keys: list[str]) -> None:
+        """A file with these events' records is on S3 (``RecordStore``, from its upload thread)."""
+        self.written.add(keys)
+
+    def release_written(self, keys: list[str], refs: list[WalRef]) -> None:
+        """Those events' ids are remembered: they leave the log (``RecordStore``, on the event loop)."""
+        metrics.SINK_WAL_EVENTS.dec(len(refs))
+        for ref in refs:
+            self.wal.release(ref)
         for key in keys:
             self._logged.discard(key)
 

@@ -1,14 +1,12 @@
-"""The payload sink's event parsing (KServe logger CloudEvents, v1/v2 bodies) and its write-ahead log, without HTTP.
+"""The payload sink's event parsing (KServe logger CloudEvents, v1/v2 bodies), without HTTP.
 
 The event builders here are the shapes KServe 0.21's logger sends (``pkg/logger``: binary mode, ce-* headers, the
 inference request or response as the body); the integration tests and the benchmark use them too.
 """
 
-import asyncio
 import base64
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +24,6 @@ from serving.sink_events import (
     parse_response,
     request_images,
 )
-from serving.sink_store import WalRef, WriteAheadLog, WrittenIds
 from tests.conftest import encode
 
 CE_TIME = "2026-03-04T05:06:07.123456789Z"
@@ -446,39 +443,3 @@ def test_ce_time(value: str, expected: float | None) -> None:
 def test_event_survives_the_log_format() -> None:
     event = parse_event(ce_headers("r"), GOOD_REQUEST, received=12.5)
     assert Event.from_log(event.meta(), event.body) == event
-
-
-def _wal_roundtrip(folder: Path, bodies: list[bytes]) -> list[WalRef]:
-    async def write() -> list[WalRef]:
-        wal = WriteAheadLog(folder, lambda ref, item: None)
-        refs = await asyncio.gather(*(wal.append(b"{}", body, None) for body in bodies))  # one group commit
-        await wal.close()
-        return list(refs)
-
-    return asyncio.run(write())
-
-
-def test_wal_replays_every_record_and_skips_a_torn_tail(tmp_path: Path) -> None:
-    bodies = [f"event {i}".encode() * (i + 1) for i in range(5)]
-    refs = _wal_roundtrip(tmp_path, bodies)
-    assert len({r.segment for r in refs}) == 1
-    segment = next(tmp_path.glob("wal-*.log"))
-    segment.write_bytes(segment.read_bytes()[:-3])  # the last record was being written when the process died
-    wal = WriteAheadLog(tmp_path, lambda ref, item: None)
-    replayed = list(wal.replay())
-    assert [body for _, _, body in replayed] == bodies[:-1]
-    assert wal.read(replayed[1][0]) == (b"{}", bodies[1])
-    for ref, _, _ in replayed:
-        wal.release(ref)
-    assert not list(tmp_path.glob("wal-*.log"))  # everything on S3: the segment is gone
-
-
-def test_written_ids_persist_and_stay_bounded(tmp_path: Path) -> None:
-    ids = WrittenIds(tmp_path, capacity=1000)
-    ids.add([f"k{i}" for i in range(1500)])
-    ids.close()
-    again = WrittenIds(tmp_path, capacity=1000)
-    assert "k1499" in again
-    assert "k0" not in again
-    assert len((tmp_path / "written.ids").read_text().splitlines()) == 1000  # compacted on start
-    again.close()
