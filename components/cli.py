@@ -225,7 +225,7 @@ def _add_serving(commands: Any) -> None:
 
 def _drift_run(args: argparse.Namespace, settings: Settings) -> int:
     """``apd drift run``: the table of signals and the verdict; exit 3 when the alert fires, else 0."""
-    from components.drift import ALERT_EXIT_CODE, run_drift
+    from components.monitoring.job import ALERT_EXIT_CODE, DriftJob, run_drift
 
     update: dict[str, object] = {}
     if args.window_hours is not None:
@@ -233,19 +233,19 @@ def _drift_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.pushgateway:
         update["pushgateway_url"] = args.pushgateway
     drift = settings.drift.model_copy(update=update)
-    result = run_drift(
-        drift,
-        settings.s3,
-        settings.mlflow,
-        settings.sink.bucket,
-        settings.sink.prefix,
-        settings.mlflow.model_name,
-        args.model_version,
-        args.alias,
-        args.endpoint,
-        args.start,
-        args.end,
+    job = DriftJob(
+        settings=drift,
+        s3=settings.s3,
+        mlflow=settings.mlflow,
+        sink=settings.sink,
+        model_name=settings.mlflow.model_name,
+        model_version=args.model_version,
+        alias=args.alias,
+        endpoint=args.endpoint,
+        start=args.start,
+        end=args.end,
     )
+    result = run_drift(job)
     print(result.to_text(drift))
     return ALERT_EXIT_CODE if result.alert else 0
 

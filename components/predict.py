@@ -51,8 +51,9 @@ import structlog
 from kfp.dsl import Dataset, Output
 from tqdm import tqdm
 
+from components.common import protocol
 from components.common.errors import DataSourceError, DetectorError, InvalidParameterError
-from components.common.provenance import Provenance
+from components.common.protocol import Answer
 from components.common.settings import S3Settings
 from components.stage import stage
 
@@ -61,11 +62,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 URL_LIST_SUFFIXES = (".txt", ".urls")
-MAX_SERVER_BATCH = 32  # what `apd serve` accepts in one request (APD_SERVING__MAX_BATCH)
 # KServe's gRPC server takes messages up to 8 MiB: a request's images stay under this (one larger image goes alone).
 MAX_REQUEST_BYTES = 7 * 1024 * 1024
 _PARQUET_PART_ROWS = 1000  # rows per part file while a Parquet run goes on
-_OUTPUTS = ("probability", "label", "confidence", "provenance", "verdict_source")
 
 
 class PredictError(DetectorError):
@@ -487,24 +486,12 @@ def read_rows(out: Path, fmt: str | None = None) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """The server's answer for one image."""
-
-    probability: float
-    label: str
-    confidence: str
-    model_version: str
-    provenance: Provenance | None = None  # None from a server that predates provenance evidence
-    verdict_source: str = "pixels"
-
-
 class Scorer(Protocol):
     """The served model: raises RejectedError (bad input), TransientError (retry) or PredictError (stop)."""
 
     def ready(self) -> bool: ...
 
-    def score(self, images: Sequence[bytes]) -> list[Prediction]: ...
+    def score(self, images: Sequence[bytes]) -> list[Answer]: ...
 
 
 @dataclass(frozen=True)
@@ -559,10 +546,6 @@ def parse_address(url: str, protocol: str) -> tuple[str, bool]:
     return parts.netloc, schemes[parts.scheme]
 
 
-def _decode(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class TritonScorer:
     """The served model through tritonclient (``rest``: tritonclient.http, raw bytes with the binary-data
     extension; ``grpc``: tritonclient.grpc). One client per thread."""
@@ -608,33 +591,24 @@ class TritonScorer:
     def ready(self) -> bool:
         return bool(self._call(lambda c: c.is_model_ready(self.model, **self.deadline)))
 
-    def score(self, images: Sequence[bytes]) -> list[Prediction]:
+    def score(self, images: Sequence[bytes]) -> list[Answer]:
         import numpy as np
 
         tc = self.module
-        tensor = tc.InferInput("image", [len(images)], "BYTES")
+        tensor = tc.InferInput(protocol.INPUT_NAME, [len(images)], protocol.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array(list(images), dtype=np.object_))  # raw bytes, never base64
-        outputs = [tc.InferRequestedOutput(name) for name in _OUTPUTS]
+        outputs = [tc.InferRequestedOutput(name) for name in protocol.OUTPUT_NAMES]
         result = self._call(
             lambda c: c.infer(self.model, [tensor], outputs=outputs, request_id="apd-predict", **self.deadline)
         )
         response = result.get_response()
         version = str(response["model_version"] if isinstance(response, dict) else response.model_version)
-        values = [result.as_numpy(name) for name in _OUTPUTS[:3]]
-        if any(v is None or len(v) != len(images) for v in values):
+        arrays = {name: result.as_numpy(name) for name in protocol.OUTPUT_NAMES}  # None: not sent (an older server)
+        columns = {name: array.tolist() for name, array in arrays.items() if array is not None}
+        if any(len(columns.get(name, ())) != len(images) for name in protocol.REQUIRED_OUTPUTS):
             raise PredictError(f"the server answered {len(images)} images with outputs of other lengths")
-        evidence, sources = (result.as_numpy(name) for name in _OUTPUTS[3:])  # None from an older server
-        return [
-            Prediction(
-                round(float(p), 6),
-                _decode(label),
-                _decode(confidence),
-                version,
-                Provenance.from_dict(json.loads(_decode(evidence[i]))) if evidence is not None else None,
-                _decode(sources[i]) if sources is not None else "pixels",
-            )
-            for i, (p, label, confidence) in enumerate(zip(*values, strict=True))
-        ]
+        columns["probability"] = [round(float(p), 6) for p in columns["probability"]]
+        return protocol.read_v2(columns, version)
 
 
 def wait_until_ready(scorer: Scorer, retry: Retry, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -652,8 +626,8 @@ def wait_until_ready(scorer: Scorer, retry: Retry, sleep: Callable[[float], None
 
 def score_images(
     scorer: Scorer, images: Sequence[bytes], retry: Retry, sleep: Callable[[float], None] = time.sleep
-) -> list[Prediction | str]:
-    """One request for ``images``; per image a Prediction or the error message. A request the server rejects (or
+) -> list[Answer | str]:
+    """One request for ``images``; per image an Answer or the error message. A request the server rejects (or
     keeps failing with a 5xx) is re-sent one image per request, so that only the bad image gets the error."""
     try:
         return list(with_retries(lambda: scorer.score(images), retry, "infer", sleep))
@@ -687,7 +661,7 @@ def _requests(indices: list[int], sizes: list[int], max_bytes: int) -> Iterator[
 class PredictOptions:
     """How ``predict_batch`` calls the server."""
 
-    batch_size: int = 8  # images per request (the server accepts up to 32)
+    batch_size: int = 8  # images per request (the server accepts up to protocol.DEFAULT_MAX_BATCH)
     concurrency: int = 8  # requests (and URL fetches) in flight at once
     max_image_bytes: int = 10 * 1024 * 1024  # larger images are error rows, never sent (settings.images.max_bytes)
     max_request_bytes: int = MAX_REQUEST_BYTES  # a request's images together (gRPC message limit)
@@ -696,8 +670,8 @@ class PredictOptions:
     progress: bool | None = None  # progress bar; None: when stderr is a terminal
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= MAX_SERVER_BATCH:
-            raise InvalidParameterError(f"batch size {self.batch_size}: between 1 and {MAX_SERVER_BATCH}")
+        if not 1 <= self.batch_size <= protocol.DEFAULT_MAX_BATCH:
+            raise InvalidParameterError(f"batch size {self.batch_size}: between 1 and {protocol.DEFAULT_MAX_BATCH}")
         if self.concurrency < 1:
             raise InvalidParameterError(f"concurrency {self.concurrency}: at least 1")
 
@@ -734,10 +708,9 @@ def score_batch(
             if isinstance(answer, str):
                 rows[i] = Row(items[i].source, digest, error=answer)
             else:
-                found = answer.provenance
                 rows[i] = Row(items[i].source, digest, answer.probability, answer.label, answer.confidence,
-                              answer.model_version, found.ai_declared if found else None, found.c2pa if found else None,
-                              found.generator if found else None, answer.verdict_source)  # fmt: skip
+                              answer.model_version, answer.ai_declared, answer.c2pa, answer.provenance_generator,
+                              answer.verdict_source or protocol.PIXELS)  # fmt: skip
     return [row for row in rows if row is not None]
 
 

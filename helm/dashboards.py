@@ -3,6 +3,8 @@
 The chart ships every JSON in that folder in a ConfigMap for Grafana's dashboard sidecar; the JSON is generated
 from this file and committed. The drift thresholds drawn on the panels are the chart's default alert thresholds
 (values.yaml ``monitoring.rules.drift``), read at build time so the lines match the alerts of a default install.
+The drift gauges' names come from the drift job's own table (``components.monitoring.publish.DriftGauge``):
+run it with the project installed (``make dashboards`` uses the venv's python).
 
     python helm/dashboards.py          # rewrite the committed JSON
     python helm/dashboards.py --check  # exit 1 when the committed JSON differs from a fresh build (CI)
@@ -32,6 +34,8 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from components.monitoring.publish import PUSH_JOB, DriftGauge
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "apd"
 OUTPUT = CHART / "dashboards" / "apd-detector.json"
@@ -41,7 +45,7 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Label filters of each family of series; the variables are multi-value, hence the regex matchers.
 SERVING = 'namespace=~"$namespace"'
 VERSIONED = 'namespace=~"$namespace", model_version=~"$model_version"'
-DRIFT = 'job="apd-drift", namespace=~"$namespace", model_version=~"$model_version", endpoint=~"$endpoint"'
+DRIFT = f'job="{PUSH_JOB}", namespace=~"$namespace", model_version=~"$model_version", endpoint=~"$endpoint"'
 SINK = 'namespace=~"$namespace"'
 RATE = "$__rate_interval"
 
@@ -275,6 +279,14 @@ def serving_row() -> list[Any]:
     ]
 
 
+G = DriftGauge  # the drift job's gauges: their names come from its table
+
+
+def drift(gauge: DriftGauge) -> str:
+    """The selector of a drift gauge on the dashboard: the pushed job, the namespace, version and endpoint chosen."""
+    return f"{gauge.metric}{{{DRIFT}}}"
+
+
 def drift_row(limits: dict[str, Any]) -> list[Any]:
     share, drop, shift = limits["share"], limits["confidenceDrop"], limits["meanProbabilityShift"]
     stale = limits["staleAfterSeconds"]
@@ -291,33 +303,33 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
         panel_stat(
             "Time since last drift run",
             f"Age of the newest drift run; ApdDriftJobStale fires after {stale} s.",
-            query(f"time() - max(apd_drift_last_run_timestamp_seconds{{{DRIFT}}})", "age", "age"),
+            query(f"time() - max({drift(G.LAST_RUN)})", "age", "age"),
             unit="s",
             thresholds=steps("green", (stale / 2, "orange"), (stale, "red")),
         ),
         panel_stat(
             "Records in window",
             "Payload records the latest run compared with the reference, per model version and endpoint.",
-            query(f"apd_drift_records{{{DRIFT}}}", legend, "records"),
+            query(drift(G.RECORDS), legend, "records"),
         ),
         panel_stat(
             "Dataset drift detected",
-            "The latest run's dataset-level verdict (apd_drift_detected).",
-            query(f"max(apd_drift_detected{{{DRIFT}}})", "detected", "detected"),
+            f"The latest run's dataset-level verdict ({G.DETECTED.metric}).",
+            query(f"max({drift(G.DETECTED)})", "detected", "detected"),
             mappings=ok_alert,
             thresholds=steps("green", (1, "red")),
         ),
         panel_stat(
             "Drift alert",
-            "The drift job's overall verdict (apd_drift_alert); ApdPredictionDrift fires on it too.",
-            query(f"max(apd_drift_alert{{{DRIFT}}})", "alert", "alert"),
+            f"The drift job's overall verdict ({G.ALERT.metric}); ApdPredictionDrift fires on it too.",
+            query(f"max({drift(G.ALERT)})", "alert", "alert"),
             mappings=ok_alert,
             thresholds=steps("green", (1, "red")),
         ),
         panel_timeseries(
             "Drift share",
             f"Share of image features drifted from the reference, per run; ApdDataDrift fires at {share}.",
-            [query(f"apd_drift_share{{{DRIFT}}}", legend, "share")],
+            [query(drift(G.SHARE), legend, "share")],
             unit="percentunit",
             thresholds=steps("green", (share, "red")),
             minimum=0,
@@ -326,22 +338,22 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
             "Confidence drop",
             "Relative drop of the predictions' mean margin to the decision threshold from the reference's; "
             f"ApdConfidenceDrop fires above {drop} (the condition of the original incident).",
-            [query(f"apd_drift_confidence_drop{{{DRIFT}}}", legend, "drop")],
+            [query(drift(G.CONFIDENCE_DROP), legend, "drop")],
             unit="percentunit",
             thresholds=steps("green", (drop, "red")),
         ),
         panel_timeseries(
             "Mean probability shift",
             f"Mean predicted probability, current minus reference; ApdPredictionDrift fires at +/-{shift}.",
-            [query(f"apd_drift_mean_probability_shift{{{DRIFT}}}", legend, "shift")],
+            [query(drift(G.MEAN_PROBABILITY_SHIFT), legend, "shift")],
             thresholds=steps("red", (-shift, "green"), (shift, "red")),
         ),
         panel_timeseries(
             "Low-confidence ratio",
             "Share of predictions the model is unsure about, current window against the reference.",
             [
-                query(f"apd_drift_low_confidence_ratio{{{DRIFT}}}", "current " + legend, "current"),
-                query(f"apd_drift_low_confidence_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
+                query(drift(G.LOW_CONFIDENCE_RATIO), "current " + legend, "current"),
+                query(drift(G.LOW_CONFIDENCE_RATIO_REFERENCE), "reference " + legend, "reference"),
             ],
             unit="percentunit",
             minimum=0,
@@ -350,8 +362,8 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
             "AI-generated ratio",
             "Share of images predicted ai_generated, current window against the reference.",
             [
-                query(f"apd_drift_ai_generated_ratio{{{DRIFT}}}", "current " + legend, "current"),
-                query(f"apd_drift_ai_generated_ratio_reference{{{DRIFT}}}", "reference " + legend, "reference"),
+                query(drift(G.AI_GENERATED_RATIO), "current " + legend, "current"),
+                query(drift(G.AI_GENERATED_RATIO_REFERENCE), "reference " + legend, "reference"),
             ],
             unit="percentunit",
             minimum=0,
@@ -359,27 +371,27 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
         panel_timeseries(
             "AI-declared ratio",
             "Share of images whose own metadata declares AI origin (C2PA Content Credentials, IPTC "
-            "DigitalSourceType, generator metadata), per run (apd_drift_ai_declared_ratio). A floor under the pixel "
+            f"DigitalSourceType, generator metadata), per run ({G.AI_DECLARED_RATIO.metric}). A floor under the pixel "
             "model's AI-generated ratio: metadata is easily stripped, so a file without it proves nothing about the "
             "rest. Reported, not alerted on.",
-            [query(f"apd_drift_ai_declared_ratio{{{DRIFT}}}", legend, "declared")],
+            [query(drift(G.AI_DECLARED_RATIO), legend, "declared")],
             unit="percentunit",
             minimum=0,
         ),
         panel_timeseries(
             "Per-feature drift score",
-            "Drift score of each image feature (apd_drift_feature_score) and of the predicted probability "
-            "(apd_drift_probability_drift_score).",
+            f"Drift score of each image feature ({G.FEATURE_SCORE.metric}) and of the predicted probability "
+            f"({G.PROBABILITY_DRIFT_SCORE.metric}).",
             [
-                query(f"apd_drift_feature_score{{{DRIFT}}}", "{{feature}} " + legend, "feature"),
-                query(f"apd_drift_probability_drift_score{{{DRIFT}}}", "probability " + legend, "probability"),
+                query(drift(G.FEATURE_SCORE), "{{feature}} " + legend, "feature"),
+                query(drift(G.PROBABILITY_DRIFT_SCORE), "probability " + legend, "probability"),
             ],
             width=WIDE,
         ),
         panel_timeseries(
             "Drifted features",
-            "How many image features each run marked drifted (apd_drift_feature_detected).",
-            [query(f"sum by (model_version, endpoint) (apd_drift_feature_detected{{{DRIFT}}})", legend, "drifted")],
+            f"How many image features each run marked drifted ({G.FEATURE_DETECTED.metric}).",
+            [query(f"sum by (model_version, endpoint) ({drift(G.FEATURE_DETECTED)})", legend, "drifted")],
             width=WIDE,
             minimum=0,
         ),
@@ -461,7 +473,7 @@ def build() -> dict[str, Any]:
             variable(
                 "endpoint",
                 "Drift endpoint",
-                'label_values(apd_drift_share{job="apd-drift", namespace=~"$namespace"}, endpoint)',
+                f'label_values({DriftGauge.SHARE.metric}{{job="{PUSH_JOB}", namespace=~"$namespace"}}, endpoint)',
             )
         )
     )

@@ -3,7 +3,7 @@ raises the alert, a retrained model recovers.
 
 Everything runs embedded on this machine, with the real pieces: the registered champion behind ``apd serve``
 (KServe's ModelServer), the payload sink ``apd sink`` writing to an S3 server on loopback (moto), the drift job
-(``components.drift.run_drift``: Evidently, MLflow, a Pushgateway when Debian's ``prometheus-pushgateway`` is
+(``components.monitoring.job.run_drift``: Evidently, MLflow, a Pushgateway when Debian's ``prometheus-pushgateway`` is
 installed) and the training pipeline under KFP's local runner. Without a cluster there is no KServe logger, so
 the drill plays its part: every request it sends to the model server is then posted to the sink as the two
 binary-mode CloudEvents (request, response) that KServe's logger would send.
@@ -20,7 +20,6 @@ binary-mode CloudEvents (request, response) that KServe's logger would send.
 Prints a before / during / after table: accuracy, false negative rate, drift signals, alert, time to detection.
 """
 
-import base64
 import contextlib
 import json
 import logging
@@ -37,11 +36,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from components.common import protocol
 from components.common.demo_data import build_demo_dataset
 from components.common.logging import configure_logging
 from components.common.settings import Settings
 from components.common.tracking import setup_tracking
-from components.drift import DriftResult, run_drift
+from components.monitoring.job import DriftJob, run_drift
+from components.monitoring.result import DriftResult
 from serving.sink_events import REQUEST_TYPE, RESPONSE_TYPE
 
 NEW_GENERATOR = "anime-2x"
@@ -125,18 +126,7 @@ class Traffic:
         for start in range(0, len(images), BATCH):
             batch = images[start : start + BATCH]
             request_id = str(uuid.uuid4())
-            request = {
-                "id": request_id,
-                "inputs": [
-                    {
-                        "name": "image",
-                        "datatype": "BYTES",
-                        "shape": [len(batch)],
-                        "data": [base64.b64encode(path.read_bytes()).decode() for path, _ in batch],
-                    }
-                ],
-            }
-            body = json.dumps(request).encode()
+            body = json.dumps(protocol.v2_request([path.read_bytes() for path, _ in batch], request_id)).encode()
             response = _http(f"{self.server}/v2/models/{self.model}/infer", body, {})
             for kind, payload in ((REQUEST_TYPE, body), (RESPONSE_TYPE, response)):
                 _http(self.sink, payload, self._cloudevent(request_id, kind, endpoint))
@@ -280,11 +270,11 @@ def main() -> int:  # noqa: PLR0915 - one story, told in order
 
     def drift(version: str, since: datetime) -> DriftResult:
         _settled(sink_url, written)
-        return run_drift(
-            drift_settings, s3_settings, settings.mlflow, settings.sink.bucket, settings.sink.prefix, model,
+        return run_drift(DriftJob(
+            drift_settings, s3_settings, settings.mlflow, settings.sink, model,
             model_version=version, endpoint="default", start=since, end=datetime.now(UTC) + timedelta(seconds=1),
             out_dir=work / "reports" / version,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def serve(version: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
         command = [*apd, "serve", "--model_uri", f"models:/{model}/{version}", "--http_port", str(http_port),

@@ -1,7 +1,8 @@
 """The KServe model: loads a registered model artifact and answers v1 and v2 inference requests.
 
-Layers: ``serving.codec`` turns protocol payloads into image bytes and results back into payloads; ``score``
-works on domain types only; errors are domain errors translated to KServe's at this edge (bad input -> 400).
+Layers: ``serving.codec`` turns protocol payloads into image bytes and answers (``components.common.protocol``,
+the contract) back into payloads; ``score`` works on domain types only; errors are domain errors translated to
+KServe's at this edge (bad input -> 400).
 Inference runs on the event loop's thread, the thread that warmed the model up: torch called from another
 thread than the one that first ran it is 2-3x slower here.
 """
@@ -20,10 +21,12 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from components.common import protocol
 from components.common.artifact import ArtifactConfig, fetch_artifact, load_artifact
 from components.common.errors import InvalidImageError, InvalidRequestError
 from components.common.images import decode_image
 from components.common.model import Detector
+from components.common.protocol import Answer
 from components.common.provenance import Provenance, ProvenanceReader
 from components.common.runtimes import Engine, image_outputs, open_engine, variant_name
 from components.common.settings import ImageLimits, ProvenanceSettings, ServingSettings
@@ -79,11 +82,11 @@ class DetectorModel(Model):
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """v2 model metadata: what a request carries."""
-        return [{"name": codec.V2_INPUT, "datatype": "BYTES", "shape": [-1]}]
+        return [{"name": protocol.INPUT_NAME, "datatype": protocol.INPUT_DATATYPE, "shape": [-1]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         """v2 model metadata: what a response carries, one element per image."""
-        return [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in codec.V2_OUTPUTS]
+        return [{"name": name, "datatype": datatype, "shape": [-1]} for name, datatype in protocol.OUTPUTS]
 
     def __getstate__(self) -> dict[str, Any]:
         """With ``--workers N`` KServe pickles the loaded model into each worker process: an inference engine
@@ -150,7 +153,7 @@ class DetectorModel(Model):
         metrics.PROVENANCE.labels(c2pa=evidence.c2pa, ai_declared=str(evidence.ai_declared).lower()).inc()
         return evidence
 
-    def detect(self, images: list[bytes]) -> list[codec.Detection]:
+    def detect(self, images: list[bytes]) -> list[Answer]:
         """The pixels' verdict on each image, overruled by a declaration of AI origin in the file itself (the
         probability stays the pixels'; a capture declaration never overrules them)."""
         assert self.config is not None
@@ -158,29 +161,29 @@ class DetectorModel(Model):
         probabilities, generators = self.score_all(images)  # raises first for an image it cannot take
         evidence = [self.read_provenance(data) for data in images]
         elapsed_ms = (time.perf_counter() - started) * 1000 / len(images)
-        detections = []
+        answers = []
         for p, generator_probs, found in zip(map(float, probabilities), generators, evidence, strict=True):
             if found.ai_declared:
-                label, confidence, source = self.config.labels[1], "high", "provenance"
+                label, confidence, source = self.config.labels[1], "high", protocol.PROVENANCE
             else:
-                label, confidence, source = self.config.label(p), self.config.confidence(p), "pixels"
+                label, confidence, source = self.config.label(p), self.config.confidence(p), protocol.PIXELS
             metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
             metrics.PROBABILITY.labels(model_version=self.version).observe(p)
             generator, generator_probability = self.config.model.attribute(generator_probs)
-            detections.append(
-                codec.Detection(
-                    round(p, 6),
-                    label,
-                    confidence,
-                    self.version,
-                    round(elapsed_ms, 2),
-                    generator,
-                    round(generator_probability, 6),
-                    found,
-                    source,
+            answers.append(
+                Answer(
+                    probability=round(p, 6),
+                    label=label,
+                    confidence=confidence,
+                    model_version=self.version,
+                    inference_time_ms=round(elapsed_ms, 2),
+                    generator=generator,
+                    generator_probability=round(generator_probability, 6),
+                    provenance=found,
+                    verdict_source=source,
                 )
             )
-        return detections
+        return answers
 
     async def predict(
         self,
@@ -192,8 +195,8 @@ class DetectorModel(Model):
         structlog.contextvars.bind_contextvars(request_id=request_id, model_version=self.version)
         try:
             if isinstance(payload, InferRequest):
-                detections = self.detect(codec.images_from_v2(payload, self.settings.max_batch))
-                return codec.v2_response(payload, detections, self.name, self.version)
+                answers = self.detect(codec.images_from_v2(payload, self.settings.max_batch))
+                return codec.v2_response(payload, answers, self.name, self.version)
             return codec.v1_response(self.detect(codec.images_from_v1(payload, self.settings.max_batch)))
         except (InvalidImageError, InvalidRequestError) as exc:
             raise _bad_input(exc) from exc

@@ -13,12 +13,13 @@ import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
+from components.common import protocol
 from components.common.errors import DetectorError, InvalidImageError
 from components.common.features import image_features
 from components.common.images import decode_image
-from components.common.provenance import Provenance
+from components.common.protocol import Answer
 from components.common.settings import ImageLimits
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -28,8 +29,8 @@ ACCEPTED = (
     f"binary-mode CloudEvents from KServe's payload logger: headers ce-id and ce-type ({REQUEST_TYPE} or "
     f"{RESPONSE_TYPE}), the inference request or response JSON as the body"
 )
-V1_REQUEST = '{"instances": [{"image": {"b64": "<base64>"}}, ...]}'
-V2_REQUEST = '{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [N], "data": ["<base64>", ...]}]}'
+V1_REQUEST = protocol.v1_request_example()
+V2_REQUEST = protocol.v2_request_example()
 V1_RESPONSE = '{"predictions": [{"probability": p, "label": "...", "confidence": "...", "model_version": "..."}]}'
 V2_RESPONSE = '{"model_name": "...", "model_version": "...", "outputs": [{"name": "probability", "data": [...]}, ...]}'
 DRAFT_SIZE = 256  # JPEG draft decoding: features are measured on at most 256 px anyway
@@ -215,17 +216,17 @@ def request_images(document: dict[str, Any], tail: bytes) -> list[bytes | str]:
     if "instances" in document:
         images: list[bytes | str] = []
         for index, instance in enumerate(document["instances"]):
-            image = instance.get("image", instance.get("image_bytes")) if isinstance(instance, dict) else None
+            image = protocol.v1_image_field(instance)
             where = f"instances[{index}].image.b64"
-            images.append(_b64(image["b64"], where) if isinstance(image, dict) and "b64" in image else f"no {where}")
+            images.append(_b64(image["b64"], where) if image is not None else f"no {where}")
         return images
     tensors = document["inputs"]
     names = [t.get("name") if isinstance(t, dict) else None for t in tensors]
-    index = names.index("image") if "image" in names else 0
+    index = names.index(protocol.INPUT_NAME) if protocol.INPUT_NAME in names else 0
     tensor = tensors[index]
-    if not isinstance(tensor, dict) or tensor.get("datatype") != "BYTES":
+    if not isinstance(tensor, dict) or tensor.get("datatype") != protocol.INPUT_DATATYPE:
         datatype = tensor.get("datatype") if isinstance(tensor, dict) else type(tensor).__name__
-        return [f"input {names[index]!r} has datatype {datatype}; expected BYTES (encoded images)"]
+        return [f"input {names[index]!r} has datatype {datatype}; expected {protocol.INPUT_DATATYPE} (encoded images)"]
     values = _tensor_values(tensors, index, tail)
     if not values:
         return [f"input {names[index]!r} holds no data"]
@@ -233,99 +234,24 @@ def request_images(document: dict[str, Any], tail: bytes) -> list[bytes | str]:
     return [v if isinstance(v, bytes) else _b64(v, f"{where}[{i}]") for i, v in enumerate(values)]
 
 
-class Prediction(NamedTuple):
-    """One image's answer. The provenance facts are None when the response lacks them (servers from before the
-    provenance evidence) or holds an unreadable ``provenance`` object."""
-
-    probability: float | None
-    label: str | None
-    confidence: str | None
-    model_version: str | None
-    ai_declared: bool | None = None  # the file declares AI origin (C2PA, IPTC, generator metadata)
-    c2pa: str | None = None  # absent | valid | trusted | invalid | unreadable
-    provenance_generator: str | None = None  # the generator named by the strongest AI declaration
-    verdict_source: str | None = None  # pixels | provenance: what decided the label
-
-
 @dataclass(frozen=True)
 class ParsedResponse:
     model_name: str | None
     model_version: str | None
-    predictions: list[Prediction]
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else (None if value is None else str(value))
-
-
-def _provenance(value: Any) -> tuple[bool | None, str | None, str | None]:
-    """(ai_declared, c2pa, generator) of a response's provenance: the object (v1) or its JSON text (v2, str or
-    bytes); all None when it is missing or unreadable (a malformed one must not cost the record)."""
-    if isinstance(value, bytes | str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):  # ValueError: also UnicodeDecodeError
-            return None, None, None
-    if not isinstance(value, dict):
-        return None, None, None
-    try:
-        provenance = Provenance.from_dict(value)
-    except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
-        return None, None, None
-    return provenance.ai_declared, provenance.c2pa, _text(provenance.generator)
+    predictions: list[Answer]  # fields the response lacks are None (``components.common.protocol``)
 
 
 def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
-    """The predictions of a checked v1 or v2 response (fields it lacks are None)."""
+    """The answers of a checked v1 or v2 response (fields it lacks are None)."""
     if "predictions" in document:
-        predictions = []
-        for item in document["predictions"]:
-            if isinstance(item, dict):
-                fields = (item.get("probability"), item.get("label"), item.get("confidence"), item.get("model_version"))
-                predictions.append(
-                    Prediction(
-                        _float(fields[0]),
-                        _text(fields[1]),
-                        _text(fields[2]),
-                        _text(fields[3]),
-                        *_provenance(item.get("provenance")),
-                        _text(item.get("verdict_source")),
-                    )
-                )
-            else:  # a bare score
-                predictions.append(Prediction(_float(item), None, None, None))
+        predictions = protocol.read_v1(document)
         version = next((p.model_version for p in predictions if p.model_version), None)
-        return ParsedResponse(_text(document.get("model_name")), version, predictions)
+        return ParsedResponse(protocol.as_text(document.get("model_name")), version, predictions)
     tensors = document["outputs"]
     by_name = {t.get("name"): i for i, t in enumerate(tensors) if isinstance(t, dict)}
-    columns = {
-        n: _tensor_values(tensors, by_name[n], tail) if n in by_name else []
-        for n in ("probability", "label", "confidence", "provenance", "verdict_source")
-    }
-    count = max(len(c) for c in columns.values())
-    version = _text(document.get("model_version"))
-
-    def at(name: str, index: int) -> Any:
-        return columns[name][index] if index < len(columns[name]) else None
-
-    predictions = [
-        Prediction(
-            _float(at("probability", i)),
-            _text(at("label", i)),
-            _text(at("confidence", i)),
-            version,
-            *_provenance(at("provenance", i)),
-            _text(at("verdict_source", i)),
-        )
-        for i in range(count)
-    ]
-    return ParsedResponse(_text(document.get("model_name")), version, predictions)
+    columns = {n: _tensor_values(tensors, by_name[n], tail) for n in protocol.OUTPUT_NAMES if n in by_name}
+    version = protocol.as_text(document.get("model_version"))
+    return ParsedResponse(protocol.as_text(document.get("model_name")), version, protocol.read_v2(columns, version))
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,7 @@ status; an unreachable, failing or not-ready server is a 502, 504 or 503 that na
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -43,6 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from components.common import protocol
 from components.common.settings import ImageLimits, UiSettings
 
 log = structlog.get_logger(__name__)
@@ -109,21 +108,6 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:300] or response.reason_phrase
 
 
-def _provenance(text: object, server: str) -> dict[str, Any] | None:
-    """The v2 ``provenance`` output (a JSON object as text) parsed; None when absent (a model server from before
-    provenance) or not an object (logged: the verdict still shows, without evidence)."""
-    if text is None:
-        return None
-    try:
-        evidence = json.loads(text) if isinstance(text, str | bytes) else None
-    except ValueError:
-        evidence = None
-    if not isinstance(evidence, dict):
-        log.warning("ui_provenance_unparsed", server=server, value=str(text)[:200])
-        return None
-    return evidence
-
-
 class ModelServers:
     """Forwards checks to the configured model servers (KServe v2 REST for scores, v1 ``:explain`` for Grad-CAM)."""
 
@@ -171,25 +155,28 @@ class ModelServers:
         """One image scored through v2 REST: probability, label, confidence, model version, latency, and the
         provenance evidence with what decided the label (``verdict_source``)."""
         target = self.target(key)
-        request = {
-            "id": str(uuid.uuid4()),
-            "inputs": [
-                {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(image).decode()]}
-            ],
-        }
+        request = protocol.v2_request([image], str(uuid.uuid4()))
         answer, latency_ms = await self._post(target, model, f"/v2/models/{model}/infer", request)
         try:
-            outputs = {o["name"]: o["data"][0] for o in answer["outputs"]}
+            columns = {o["name"]: o["data"] for o in answer["outputs"]}
+            found = protocol.read_v2(columns)[0]
+            missing = [name for name in protocol.REQUIRED_OUTPUTS if getattr(found, name) is None]
+            if missing:
+                raise KeyError(missing[0])
+            evidence = columns.get("provenance", [None])[0]
+            if found.provenance is None and evidence is not None:  # the verdict still shows, without evidence
+                log.warning("ui_provenance_unparsed", server=target.url, value=str(evidence)[:200])
             result = {
                 "target": key,
                 "server": target.url,
                 "model_name": str(answer.get("model_name") or model),
                 "model_version": str(answer.get("model_version") or "unknown"),
-                "probability": float(outputs["probability"]),
-                "label": str(outputs["label"]),
-                "confidence": str(outputs["confidence"]),
-                "provenance": _provenance(outputs.get("provenance"), target.url),
-                "verdict_source": str(outputs.get("verdict_source") or "pixels"),
+                "probability": found.probability,
+                "label": found.label,
+                "confidence": found.confidence,
+                # None from a model server from before provenance (or with an unreadable evidence object)
+                "provenance": found.provenance.to_dict() if found.provenance else None,
+                "verdict_source": found.verdict_source or protocol.PIXELS,
                 "latency_ms": round(latency_ms, 1),
             }
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -212,7 +199,7 @@ class ModelServers:
     async def explain(self, key: str, model: str, image: bytes) -> dict[str, Any]:
         """Grad-CAM of one image through v1 ``:explain``: the heatmap PNG (base64) blended over the image."""
         target = self.target(key)
-        request = {"instances": [{"image": {"b64": base64.b64encode(image).decode()}}]}
+        request = protocol.v1_request([image])
         answer, latency_ms = await self._post(target, model, f"/v1/models/{model}:explain", request)
         try:
             explanation = answer["explanations"][0]

@@ -1,10 +1,11 @@
 """Benchmark of the drift job: 100,000 logged records against a registered model version's reference.
 
 Run with ``python -m tests.bench.bench_drift`` (``--records``, ``--files``, ``--reference``); prints figures, asserts
-nothing. The records are synthetic, with the value ranges of product photos (``tests/unit/test_drift.records``),
-written in the payload sink's Parquet schema and layout to a real S3 server (moto on loopback), as many files as
-the sink writes (it flushes every 2,000 records). The registry is MLflow on SQLite; the version's artifact holds
-only the two files the drift job reads (config.json, reference.parquet). Target: under 60 s on 2 cores.
+nothing. The records are synthetic, with the value ranges of product photos
+(``tests/unit/monitoring/synthetic.records``), written in the payload sink's Parquet schema and layout to a real S3
+server (moto on loopback), as many files as the sink writes (it flushes every 2,000 records). The registry is MLflow
+on SQLite; the version's artifact holds only the two files the drift job reads (config.json, reference.parquet).
+Target: under 60 s on 2 cores.
 """
 
 import argparse
@@ -23,10 +24,10 @@ from components.common.artifact import CONFIG_FILE, REFERENCE_FILE
 from components.common.logging import configure_logging
 from components.common.settings import DriftSettings, LoggingSettings, MlflowSettings, S3Settings
 from components.common.tracking import setup_tracking
-from components.drift import run_drift
+from components.monitoring.job import DriftJob, run_drift
 from tests.conftest import free_port
 from tests.integration.test_drift import MODEL, SINK, put_records, sink_table
-from tests.unit.test_drift import CONFIG, NEW_UPLOAD_TOOL, records
+from tests.unit.monitoring.synthetic import CONFIG, NEW_UPLOAD_TOOL, records
 
 START = datetime(2026, 11, 1, 12, tzinfo=UTC)  # a 24 h window over two UTC dates: two partitions
 
@@ -71,16 +72,8 @@ def main() -> None:
             )
             print(f"{'run':<34} {'read':>7} {'evidently':>10} {'total':>7}  verdict")
             for label in ("in process, first (imports)", "in process, second"):
-                result = run_drift(
-                    DriftSettings(),
-                    s3,
-                    tracking,
-                    SINK.bucket,
-                    SINK.prefix,
-                    MODEL,
-                    start=START,
-                    end=START + timedelta(1),
-                )
+                job = DriftJob(DriftSettings(), s3, tracking, SINK, MODEL, start=START, end=START + timedelta(1))
+                result = run_drift(job)
                 s = result.seconds
                 print(f"{label:<34} {s['read']:>7.2f} {s['evidently']:>10.2f} {s['total']:>7.2f}  {result.verdict}")
             env = os.environ | {

@@ -25,6 +25,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from components.monitoring.publish import GROUPING_LABELS, DriftGauge
 from tests.deploy.conftest import CHART, MONITORING_APIS, REPO, Helm
 from tests.deploy.schemas import schemas_dir
 
@@ -37,7 +38,7 @@ FULL = CHART / "ci" / "full-values.yaml"
 # Labels each series carries besides its own: Prometheus Operator's target labels, the PodMonitor's `revision`,
 # and the histogram bucket bound.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "service", "endpoint", "revision"}
-DRIFT_GROUP = {"model_name", "model_version", "endpoint"}
+DRIFT_GROUP = set(GROUPING_LABELS)
 _HISTOGRAMS: dict[str, set[str]] = {
     # KServe 0.21 (kserve/metrics.py), one per model.
     "request_preprocess_seconds": {"model_name"},
@@ -76,27 +77,8 @@ _SERIES: dict[str, set[str]] = {
     "apd_sink_records_written_total": set(),
     "apd_sink_s3_errors_total": set(),
     "apd_sink_wal_events": set(),
-    # drift job, pushed to the Pushgateway with job="apd-drift" and the grouping labels
-    **{
-        f"apd_drift_{name}": set(DRIFT_GROUP)
-        for name in (
-            "share",
-            "detected",
-            "mean_probability_shift",
-            "low_confidence_ratio",
-            "low_confidence_ratio_reference",
-            "ai_generated_ratio",
-            "ai_generated_ratio_reference",
-            "ai_declared_ratio",
-            "probability_drift_score",
-            "confidence_drop",
-            "alert",
-            "records",
-            "last_run_timestamp_seconds",
-        )
-    },
-    "apd_drift_feature_score": {*DRIFT_GROUP, "feature"},
-    "apd_drift_feature_detected": {*DRIFT_GROUP, "feature"},
+    # drift job, pushed to the Pushgateway with job="apd-drift" and the grouping labels: its own table
+    **{gauge.metric: {*DRIFT_GROUP, *gauge.labels} for gauge in DriftGauge},
 }
 KNOWN_METRICS: dict[str, set[str]] = {
     **_SERIES,
@@ -356,6 +338,20 @@ def test_alert_rules_use_only_known_metrics(helm: Helm, mode: str) -> None:
     alerts = _alerts(_rendered_rules(helm, f"inferenceService.deploymentMode={mode}", *extra))
     problems = check_names({name: rule["expr"] for name, rule in alerts.items()})
     assert not problems, "\n".join(problems)
+
+
+def test_the_chart_names_only_gauges_the_drift_job_pushes() -> None:
+    """Every apd_drift_ name in the chart's files (the PrometheusRule template, values.yaml, the dashboard), whether
+    the values render it or not, is a gauge of the drift job's table."""
+    pushed = {gauge.metric for gauge in DriftGauge}
+    named: dict[str, set[str]] = {}
+    for path in sorted(CHART.rglob("*")):
+        if path.is_file() and path.suffix in {".yaml", ".yml", ".tpl", ".json", ".txt"}:
+            for name in re.findall(r"\bapd_drift_\w+", path.read_text()):
+                named.setdefault(name, set()).add(str(path.relative_to(CHART)))
+    assert {name for name, files in named.items() if "templates/prometheusrule.yaml" in files}, "no drift rule found"
+    unknown = {name: sorted(files) for name, files in named.items() if name not in pushed}
+    assert not unknown, f"not pushed by the drift job (components/monitoring/publish.py): {unknown}"
 
 
 def test_every_alert_has_severity_and_annotations(helm: Helm) -> None:

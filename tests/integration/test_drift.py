@@ -28,9 +28,11 @@ from components.common.records import RECORD_SCHEMA
 from components.common.settings import DriftSettings, MlflowSettings, S3Settings, SinkSettings
 from components.common.tracking import setup_tracking
 from components.common.transforms import Preprocessing
-from components.drift import DriftResult, run_drift
+from components.monitoring.job import DriftJob, run_drift
+from components.monitoring.publish import GROUPING_LABELS, PUSH_JOB, DriftGauge
+from components.monitoring.result import DriftResult
 from tests.conftest import free_port
-from tests.unit.test_drift import NEW_UPLOAD_TOOL, records
+from tests.unit.monitoring.synthetic import NEW_UPLOAD_TOOL, records
 
 pytestmark = pytest.mark.integration
 
@@ -146,9 +148,8 @@ def _run(
     """One day's drift run: the version ``model_version``, or champion's."""
     drift = settings or DriftSettings()
     end = start + timedelta(days=1)
-    return run_drift(
-        drift, s3, tracking, SINK.bucket, SINK.prefix, MODEL, model_version, "champion", endpoint, start, end
-    )
+    job = DriftJob(drift, s3, tracking, SINK, MODEL, model_version, "champion", endpoint, start, end)
+    return run_drift(job)
 
 
 def _s3_text(s3: S3Settings, uri: str) -> str:
@@ -317,32 +318,27 @@ def _gauges(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_gauges_reach_a_real_pushgateway(two_days: S3Settings, registry: MlflowSettings, pushgateway: str) -> None:
     settings = DriftSettings(pushgateway_url=pushgateway)
     drifted = _run(two_days, registry, DAY + timedelta(days=1), settings=settings)
-    group = {"endpoint": "default", "instance": "", "job": "apd-drift", "model_name": MODEL, "model_version": "1"}
+    group = {"endpoint": "default", "instance": "", "job": PUSH_JOB, "model_name": MODEL, "model_version": "1"}
+    assert set(GROUPING_LABELS) < set(group)
     key = tuple(sorted(group.items()))
     gauges = _gauges(pushgateway)
-    assert gauges[("apd_drift_alert", key)] == 1.0
-    assert gauges[("apd_drift_detected", key)] == 1.0
-    assert gauges[("apd_drift_records", key)] == 3000
+    assert gauges[(DriftGauge.ALERT.metric, key)] == 1.0
+    assert gauges[(DriftGauge.DETECTED.metric, key)] == 1.0
+    assert gauges[(DriftGauge.RECORDS.metric, key)] == 3000
     assert drifted.signals is not None
-    assert gauges[("apd_drift_share", key)] == drifted.signals.drift_share
-    assert gauges[("apd_drift_feature_detected", tuple(sorted({**group, "feature": "brightness"}.items())))] == 1
-    assert gauges[("apd_drift_feature_detected", tuple(sorted({**group, "feature": "width"}.items())))] == 0
-    for name in (
-        "apd_drift_mean_probability_shift",
-        "apd_drift_low_confidence_ratio",
-        "apd_drift_low_confidence_ratio_reference",
-        "apd_drift_ai_generated_ratio",
-        "apd_drift_ai_generated_ratio_reference",
-        "apd_drift_ai_declared_ratio",
-        "apd_drift_probability_drift_score",
-        "apd_drift_confidence_drop",
-    ):
-        assert (name, key) in gauges, name
-    assert abs(gauges[("apd_drift_last_run_timestamp_seconds", key)] - time.time()) < 120
+    assert gauges[(DriftGauge.SHARE.metric, key)] == drifted.signals.drift_share
+    detected = DriftGauge.FEATURE_DETECTED.metric
+    assert gauges[(detected, tuple(sorted({**group, "feature": "brightness"}.items())))] == 1
+    assert gauges[(detected, tuple(sorted({**group, "feature": "width"}.items())))] == 0
+    assert {name for name, _ in gauges} == {g.metric for g in DriftGauge}  # every gauge of the table, no other
+    for gauge in DriftGauge:
+        if not gauge.labels:
+            assert (gauge.metric, key) in gauges, gauge
+    assert abs(gauges[(DriftGauge.LAST_RUN.metric, key)] - time.time()) < 120
 
     # a later run without a verdict replaces the group: no stale drift numbers stay behind
     _run(two_days, registry, DAY - timedelta(days=1), settings=settings)
     gauges = _gauges(pushgateway)
-    assert gauges[("apd_drift_records", key)] == 0
-    assert ("apd_drift_alert", key) not in gauges
-    assert ("apd_drift_share", key) not in gauges
+    assert gauges[(DriftGauge.RECORDS.metric, key)] == 0
+    assert (DriftGauge.ALERT.metric, key) not in gauges
+    assert (DriftGauge.SHARE.metric, key) not in gauges

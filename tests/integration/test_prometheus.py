@@ -27,12 +27,14 @@ import pytest
 import yaml
 
 from components.common.features import FEATURE_NAMES
-from components.drift import PUSH_JOB, ColumnDrift, DriftResult, DriftSignals, push_gauges
+from components.monitoring.publish import PUSH_JOB, push_gauges
+from components.monitoring.result import DriftResult
+from components.monitoring.signals import ColumnDrift, DriftSignals
 from tests.conftest import encode, free_port
 from tests.deploy import conftest as deploy
 from tests.deploy.test_dashboard import _alerts, _rendered_rules
 from tests.integration.test_serving import MODEL, Server, _artifact
-from tests.unit.test_drift import _result
+from tests.unit.monitoring.synthetic import drift_result
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +170,7 @@ def _run(signals: DriftSignals, verdict: str, model_version: str, endpoint: str)
     """A drift run that has just finished (the unit tests' result, moved to now: the rules ignore runs over 3 h old)."""
     now = datetime.now(UTC)
     return replace(
-        _result(signals, verdict),
+        drift_result(signals, verdict),
         model_version=model_version,
         endpoint=endpoint,
         run_at=now.isoformat(),

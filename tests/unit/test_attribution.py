@@ -13,6 +13,7 @@ from PIL import Image
 
 from components.common.artifact import ArtifactConfig, export_onnx, load_artifact, write_artifact
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from components.common.protocol import OUTPUTS, Answer
 from components.common.provenance import Provenance
 from components.common.runtimes import image_generators, image_logits, open_engine
 from components.common.settings import ImageLimits
@@ -211,11 +212,9 @@ def test_torch_onnxruntime_and_openvino_agree_on_generator_probabilities(
             assert probs.sum(1) == pytest.approx(1.0, abs=1e-5)
 
 
-def _detection(label: str, generator: str, generator_probability: float) -> codec.Detection:
+def _detection(label: str, generator: str, generator_probability: float) -> Answer:
     probability = 0.75 if label == "ai_generated" else 0.1
-    return codec.Detection(
-        probability, label, "high", "3", 1.5, generator, generator_probability, Provenance(), "pixels"
-    )
+    return Answer(probability, label, "high", "3", 1.5, generator, generator_probability, Provenance(), "pixels")
 
 
 DETECTIONS = [_detection("ai_generated", "sdxl", 0.8125), _detection("real", "unknown", 0.0)]
@@ -244,7 +243,7 @@ def test_v2_response_has_generator_and_generator_probability_outputs(from_grpc: 
     response = codec.v2_response(request, DETECTIONS, "apd-detector", "3")
     outputs = {o.name: o for o in response.outputs}
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
-        (name, datatype, [2]) for name, datatype in codec.V2_OUTPUTS
+        (name, datatype, [2]) for name, datatype in OUTPUTS
     ]
     names = [v.decode() if isinstance(v, bytes) else v for v in outputs["generator"].as_numpy()]  # REST: str
     assert names == ["sdxl", "unknown"]
@@ -263,8 +262,8 @@ def test_v2_response_has_generator_and_generator_probability_outputs(from_grpc: 
         }
     else:
         grpc = response.to_grpc()
-        assert [o.name for o in grpc.outputs] == [name for name, _ in codec.V2_OUTPUTS]
-        assert len(grpc.raw_output_contents) == len(codec.V2_OUTPUTS)
+        assert [o.name for o in grpc.outputs] == [name for name, _ in OUTPUTS]
+        assert len(grpc.raw_output_contents) == len(OUTPUTS)
 
 
 def test_attribution_accuracy_per_recipe_and_in_the_metrics_and_report() -> None:

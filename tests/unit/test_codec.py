@@ -5,13 +5,14 @@ import json
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 
+from components.common.protocol import Answer
 from components.common.provenance import Provenance, Signal
 from serving import codec
 
 DECLARED = Provenance("trusted", (Signal("c2pa", "ai", "DALL-E", "c2pa.created, trainedAlgorithmicMedia"),))
 DETECTIONS = [
-    codec.Detection(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance"),
-    codec.Detection(0.91, "ai_generated", "high", "3", 1.5, "sdxl", 0.7, Provenance(), "pixels"),
+    Answer(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance"),
+    Answer(0.91, "ai_generated", "high", "3", 1.5, "sdxl", 0.7, Provenance(), "pixels"),
 ]
 
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.common.errors import DataSourceError, InvalidParameterError
+from components.common.protocol import Answer
 from components.predict import (
     Item,
     PredictError,
-    Prediction,
     PredictOptions,
     RejectedError,
     Retry,
@@ -51,7 +51,7 @@ class FakeScorer:
     def ready(self) -> bool:
         return True
 
-    def score(self, images: Sequence[bytes]) -> list[Prediction]:
+    def score(self, images: Sequence[bytes]) -> list[Answer]:
         self.requests.append(list(images))
         if self.flaky:
             self.flaky -= 1
@@ -61,7 +61,7 @@ class FakeScorer:
         for index, image in enumerate(images):
             if image.startswith(b"bad"):
                 raise RejectedError(f"image[{index}] is not a recognised image")
-        return [Prediction(round(i[0] / 255, 6), "real", "high", "7") for i in images]
+        return [Answer(round(i[0] / 255, 6), "real", "high", "7") for i in images]
 
 
 def _items(*blobs: bytes) -> list[Item]:
@@ -273,9 +273,9 @@ def test_a_rejected_batch_is_sent_again_one_image_at_a_time() -> None:
     scorer = FakeScorer()
     answers = score_images(scorer, [b"\x10ok", b"bad", b"\x20ok"], FAST)
     assert answers == [
-        Prediction(round(16 / 255, 6), "real", "high", "7"),
+        Answer(round(16 / 255, 6), "real", "high", "7"),
         "image[0] is not a recognised image",  # the server's message for the image sent alone
-        Prediction(round(32 / 255, 6), "real", "high", "7"),
+        Answer(round(32 / 255, 6), "real", "high", "7"),
     ]
     assert [len(r) for r in scorer.requests] == [3, 1, 1, 1]
 
@@ -309,7 +309,7 @@ def test_transient_failures_are_retried_with_backoff() -> None:
     scorer = FakeScorer(flaky=2)
     slept: list[float] = []
     answers = score_images(scorer, [b"\x10ok"], Retry(attempts=3, backoff_seconds=1.0), sleep=slept.append)
-    assert isinstance(answers[0], Prediction)
+    assert isinstance(answers[0], Answer)
     assert len(scorer.requests) == 3
     assert 0.5 <= slept[0] <= 1.0  # half to all of the backoff (jitter)
     assert 1.0 <= slept[1] <= 2.0  # doubled
@@ -323,7 +323,7 @@ def test_a_server_that_stays_unavailable_stops_the_run() -> None:
 def test_a_5xx_that_persists_for_one_image_becomes_its_error_row() -> None:
     scorer = FakeScorer(server_error_on=b"boom")
     answers = score_images(scorer, [b"\x10ok", b"boom"], FAST, sleep=lambda _: None)
-    assert isinstance(answers[0], Prediction)
+    assert isinstance(answers[0], Answer)
     assert answers[1] == "server error 500: boom"
 
 
@@ -417,7 +417,7 @@ def test_a_run_stopped_by_an_unavailable_server_keeps_its_rows(tmp_path: Path) -
     class FakeDyingScorer(FakeScorer):
         """A fake server that answers four requests, then stays unreachable."""
 
-        def score(self, images: Sequence[bytes]) -> list[Prediction]:
+        def score(self, images: Sequence[bytes]) -> list[Answer]:
             if len(self.requests) >= 4:  # the first batch took three (rejected, then one by one), the second one
                 self.requests.append(list(images))
                 raise TransientError("connection refused", unavailable=True)

@@ -319,7 +319,8 @@ def test_responses_v1_v2_and_binary() -> None:
     assert parse_response({"predictions": [0.25, "x"]}, b"").predictions[0].probability == 0.25  # bare scores
     v2 = parse_response(json.loads(v2_response(0.75, version="7", model="m")), b"")
     assert (v2.model_name, v2.model_version) == ("m", "7")
-    assert v2.predictions[0][:4] == (0.75, "ai_generated", "low", "7")
+    first = v2.predictions[0]
+    assert (first.probability, first.label, first.confidence, first.model_version) == (0.75, "ai_generated", "low", "7")
     probability, labels = struct.pack("<2f", 0.5, 0.25), _binary_bytes(b"ai_generated", b"real")
     generators = _binary_bytes(b"sdxl", b"unknown")  # an output the sink does not keep, between two it does
     header = {
