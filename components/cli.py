@@ -271,7 +271,7 @@ def _add_drift(commands: Any) -> None:
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
     """``apd predict``: exit 0 when every image has a row (bad images too), 1 when the server stayed unavailable."""
-    from components.predict import PredictOptions, run_predict
+    from components.batch import PredictJob, PredictOptions, run_predict
 
     options = PredictOptions(
         batch_size=args.batch_size,
@@ -280,9 +280,18 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         retry_errors=args.retry_errors,
     )
     url = args.url or ("127.0.0.1:8081" if args.protocol == "grpc" else "http://127.0.0.1:8080")
-    summary = run_predict(
-        args.sources, args.out, url, args.model, args.protocol, options, settings.s3, args.format, args.timeout
+    job = PredictJob(
+        sources=args.sources,
+        out=args.out,
+        url=url,
+        model=args.model,
+        protocol=args.protocol,
+        options=options,
+        s3=settings.s3,
+        fmt=args.format,
+        timeout=args.timeout,
     )
+    summary = run_predict(job)
     print(summary.text())
     return 1 if summary.stopped else 0
 

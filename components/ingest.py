@@ -34,6 +34,7 @@ from tqdm import tqdm
 from components.common.dataset import SPLITS, DatasetSummary, split_for_hash, train_or_val_for_hash, write_dataset
 from components.common.errors import DataSourceError
 from components.common.images import probe_header
+from components.common.s3 import read_object
 from components.common.settings import S3Settings, SplitSettings
 from components.stage import stage
 
@@ -147,13 +148,7 @@ class S3Source:
         return sorted(items, key=lambda i: i.source)
 
     def read(self, item: SourceFile) -> bytes:
-        key = item.source[len(f"s3://{self.bucket}/") :]
-        response = self.client.get_object(self.bucket, key)
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        return read_object(self.client, self.bucket, item.source[len(f"s3://{self.bucket}/") :])
 
 
 class ParquetSource:

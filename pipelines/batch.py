@@ -1,7 +1,8 @@
 """The batch-scoring pipeline: every image below an S3 prefix, scored by the served model, into one Parquet file.
 
-The scoring step calls the InferenceService over KServe's v2 protocol (``components/predict.py``); it never loads
-a copy of the model. ``apd pipeline compile`` writes ``pipelines/batch.yaml`` for the Kubeflow UI.
+The scoring step (``components/predict.py``, running ``components/batch/``) calls the InferenceService over KServe's
+v2 protocol; it never loads a copy of the model. ``apd pipeline compile`` writes ``pipelines/batch.yaml`` for the
+Kubeflow UI.
 """
 
 from kfp import dsl

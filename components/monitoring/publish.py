@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 
 from components.common.errors import DataSourceError
+from components.common.s3 import S3_ERRORS, describe
 from components.common.settings import S3Settings
-from components.monitoring.records import S3_ERRORS, describe_s3_error
 from components.monitoring.result import DriftResult
 
 log = structlog.get_logger(__name__)
@@ -179,5 +179,5 @@ def _put(client: Any, bucket: str, key: str, path: Path) -> None:
         client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
     except S3_ERRORS as exc:
         raise DataSourceError(
-            f"cannot write s3://{bucket}/{key}: {describe_s3_error(exc)} (check APD_DRIFT__REPORT_BUCKET and APD_S3__*)"
+            f"cannot write s3://{bucket}/{key}: {describe(exc)} (check APD_DRIFT__REPORT_BUCKET and APD_S3__*)"
         ) from exc

@@ -10,11 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
-from minio.error import MinioException, S3Error
-from urllib3.exceptions import HTTPError
 
 from components.common.errors import DataSourceError
 from components.common.records import FEATURE_COLUMNS, PREDICTION_COLUMNS, RECORD_SCHEMA, window_prefixes
+from components.common.s3 import S3_ERRORS, describe, read_object
 from components.common.settings import S3Settings
 
 log = structlog.get_logger(__name__)
@@ -24,26 +23,11 @@ RECORD_COLUMNS = (*PREDICTION_COLUMNS, *FEATURE_COLUMNS, "decode_error", "paired
 OPTIONAL_COLUMNS = {"ai_declared": RECORD_SCHEMA.field("ai_declared").type}
 READ_THREADS = 8  # parallel S3 object downloads
 
-# what the minio client raises: S3 error answers, non-S3 answers (e.g. 403 without credentials), no connection
-S3_ERRORS = (MinioException, HTTPError)
-
-
-def describe_s3_error(exc: Exception) -> str:
-    """One of ``S3_ERRORS`` in a few words: the S3 error code and message, else the exception."""
-    if isinstance(exc, S3Error):
-        return f"{exc.code} {exc.message}"
-    return f"{type(exc).__name__}: {exc}"
-
 
 def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetime, endpoint: str) -> pa.Table:
     """The window's records of one endpoint in one sink file: only the columns the job uses (an optional column the
     file lacks comes back null)."""
-    response = client.get_object(bucket, key)
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
+    data = read_object(client, bucket, key)
     schema = pq.read_schema(pa.BufferReader(data))
     missing = sorted({*RECORD_COLUMNS, "time", "endpoint"} - set(schema.names))
     if missing:
@@ -90,7 +74,7 @@ def read_records(
             tables = list(pool.map(lambda key: _read_part(client, bucket, key, start, end, endpoint), keys))
     except S3_ERRORS as exc:
         raise DataSourceError(
-            f"cannot read the sink's records from s3://{bucket}/{prefix} at {s3.endpoint}: {describe_s3_error(exc)} "
+            f"cannot read the sink's records from s3://{bucket}/{prefix} at {s3.endpoint}: {describe(exc)} "
             "(check APD_SINK__BUCKET, APD_SINK__PREFIX and APD_S3__*)"
         ) from exc
     frame = (
