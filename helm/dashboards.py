@@ -92,7 +92,7 @@ def steps(base: str, *pairs: tuple[float, str]) -> dash.ThresholdsConfig:
     )
 
 
-def panel_timeseries(
+def panel_timeseries(  # noqa: PLR0913 - keyword-only panel options with defaults
     title: str,
     description: str,
     targets: list[Any],
@@ -139,7 +139,7 @@ def panel_timeseries(
     return panel
 
 
-def panel_stat(
+def panel_stat(  # noqa: PLR0913 - keyword-only panel options with defaults
     title: str,
     description: str,
     target: prometheus.Dataquery,

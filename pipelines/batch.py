@@ -19,7 +19,7 @@ DEFAULT_URL = "http://apd-detector-predictor.apd.svc.cluster.local"
     name=PIPELINE_NAME,
     description="Score every image below an S3 prefix with the served AI-generated product photo detector.",
 )
-def batch_scoring_pipeline(
+def batch_scoring_pipeline(  # noqa: PLR0913, PLR0917 - a KFP pipeline takes one argument per run parameter
     source: str,
     url: str = DEFAULT_URL,
     model_name: str = "apd-detector",

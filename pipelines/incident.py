@@ -217,7 +217,8 @@ def _latest_version(settings: Settings) -> str:
 def main() -> int:  # noqa: PLR0915 - one story, told in order
     settings = Settings()
     configure_logging(settings.logging.model_copy(update={"level": "WARNING"}))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per drift run's download
+    # One bar per drift run's download; written, not read: MLflow takes this from the process environment.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # noqa: TID251
     data = settings.data_dir
     work = data / "incident"
     shutil.rmtree(work, ignore_errors=True)
@@ -242,9 +243,10 @@ def main() -> int:  # noqa: PLR0915 - one story, told in order
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's access log
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port)
     s3.start()
-    # The embedded S3 server checks no credentials; these placeholders only satisfy the clients.
+    # The embedded S3 server checks no credentials; these placeholders only satisfy the clients. The child processes
+    # (apd, the servers) inherit this environment, with the drill's settings on top.
     env = {
-        **os.environ,
+        **os.environ,  # noqa: TID251
         "APD_S3__ENDPOINT": f"127.0.0.1:{s3_port}",
         "APD_S3__ACCESS_KEY": "drill",
         "APD_S3__SECRET_KEY": "drill",

@@ -53,7 +53,7 @@ def parse_params(pipeline: GraphComponent, pairs: list[str]) -> dict[str, Any]:
     return arguments
 
 
-def submit(
+def submit(  # noqa: PLR0913, PLR0917 - kfp.Client's run options, one each
     host: str,
     arguments: dict[str, Any],
     experiment: str,

@@ -41,7 +41,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         name=PIPELINE_NAME,
         description="Ingest, validate, train, evaluate and register the AI-generated product photo detector.",
     )
-    def training_pipeline(
+    def training_pipeline(  # noqa: PLR0913, PLR0917 - a KFP pipeline takes one argument per run parameter
         source: str,
         image_column: str = "image",
         label_column: str = "label",

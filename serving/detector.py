@@ -18,7 +18,7 @@ import numpy as np
 import structlog
 import torch
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from components.common import protocol
@@ -80,6 +80,27 @@ class DetectorModel(Model):
         )
         return True
 
+    @property
+    def loaded_config(self) -> ArtifactConfig:
+        """The loaded artifact's configuration; ModelNotReady (a RuntimeError, KServe's 503) before a load."""
+        if self.config is None:
+            raise ModelNotReady(self.name, "No model artifact is loaded.")
+        return self.config
+
+    @property
+    def loaded_engine(self) -> Engine:
+        """The inference engine of the loaded artifact; ModelNotReady (KServe's 503) before a load."""
+        if self.engine is None:
+            raise ModelNotReady(self.name, "No inference engine is open.")
+        return self.engine
+
+    @property
+    def loaded_net(self) -> Detector:
+        """The loaded torch network (explanations); ModelNotReady (KServe's 503) before a load."""
+        if self.net is None:
+            raise ModelNotReady(self.name, "No model artifact is loaded.")
+        return self.net
+
     def get_input_types(self) -> list[dict[str, Any]]:
         """v2 model metadata: what a request carries."""
         return [{"name": protocol.INPUT_NAME, "datatype": protocol.INPUT_DATATYPE, "shape": [-1]}]
@@ -100,12 +121,12 @@ class DetectorModel(Model):
 
     def _open_engine(self, folder: Path) -> Engine:
         """The configured runtime/precision, if this model version's evaluation enabled it (ValueError if not)."""
-        assert self.config is not None
+        config = self.loaded_config
         name = variant_name(self.settings.runtime, self.settings.precision)
-        if name not in self.config.variants:
+        if name not in config.variants:
             raise ValueError(
                 f"inference variant {name} is not enabled for this model version (enabled: "
-                f"{', '.join(self.config.variants)}): its test AUC or accuracy moved too far from fp32's at evaluation"
+                f"{', '.join(config.variants)}): its test AUC or accuracy moved too far from fp32's at evaluation"
             )
         threads = self.settings.threads or torch.get_num_threads()
         return open_engine(folder, self.settings.runtime, self.settings.precision, threads, self.net)
@@ -121,8 +142,7 @@ class DetectorModel(Model):
             if ref:
                 return str(client.get_model_version_by_alias(name, ref).version)
             return uri.rsplit("/", 1)[-1]
-        assert self.config is not None
-        return f"{folder.name}-{self.config.dataset_version}"
+        return f"{folder.name}-{self.loaded_config.dataset_version}"
 
     def score(self, images: list[bytes]) -> np.ndarray:
         """Calibrated probabilities that each image is AI-generated, from its native-resolution crops (the
@@ -132,19 +152,19 @@ class DetectorModel(Model):
     def score_all(self, images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """``score``'s probabilities and, from the same run, each image's generator probabilities (n_images, G),
         G = 0 for a model without an attribution head."""
-        assert self.config is not None
-        prep = self.config.model.preprocessing
+        config = self.loaded_config
+        prep = config.model.preprocessing
         crops = []
         for data in images:
             started = time.perf_counter()
             metrics.IMAGE_BYTES.observe(len(data))
             crops.append(image_crops(load_image(data, self.limits, prep), prep).numpy())
             metrics.PREPROCESS_SECONDS.observe(time.perf_counter() - started)
-        assert self.engine is not None
+        engine = self.loaded_engine
         started = time.perf_counter()
-        logits, generators = image_outputs(self.engine, crops)
+        logits, generators = image_outputs(engine, crops)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        return self.config.probabilities(logits), generators
+        return config.probabilities(logits), generators
 
     def read_provenance(self, data: bytes) -> Provenance:
         started = time.perf_counter()
@@ -156,7 +176,7 @@ class DetectorModel(Model):
     def detect(self, images: list[bytes]) -> list[Answer]:
         """The pixels' verdict on each image, overruled by a declaration of AI origin in the file itself (the
         probability stays the pixels'; a capture declaration never overrules them)."""
-        assert self.config is not None
+        config = self.loaded_config
         started = time.perf_counter()
         probabilities, generators = self.score_all(images)  # raises first for an image it cannot take
         evidence = [self.read_provenance(data) for data in images]
@@ -164,12 +184,12 @@ class DetectorModel(Model):
         answers = []
         for p, generator_probs, found in zip(map(float, probabilities), generators, evidence, strict=True):
             if found.ai_declared:
-                label, confidence, source = self.config.labels[1], "high", protocol.PROVENANCE
+                label, confidence, source = config.labels[1], "high", protocol.PROVENANCE
             else:
-                label, confidence, source = self.config.label(p), self.config.confidence(p), protocol.PIXELS
+                label, confidence, source = config.label(p), config.confidence(p), protocol.PIXELS
             metrics.PREDICTIONS.labels(label=label, model_version=self.version).inc()
             metrics.PROBABILITY.labels(model_version=self.version).observe(p)
-            generator, generator_probability = self.config.model.attribute(generator_probs)
+            generator, generator_probability = config.model.attribute(generator_probs)
             answers.append(
                 Answer(
                     probability=round(p, 6),
@@ -205,14 +225,13 @@ class DetectorModel(Model):
 
     async def explain(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """v1 ``:explain``: per image, the probability and a Grad-CAM heatmap PNG (base64) of the image's size."""
-        assert self.net is not None
-        assert self.config is not None
+        net, config = self.loaded_net, self.loaded_config
         try:
             images = codec.images_from_v1(payload, self.settings.max_batch)
             explanations = []
             for data in images:
                 image = decode_image(data, self.limits).image  # every pixel: the heatmap covers the full image
-                probability, heat = explain.explain_image(self.net, self.config, image, data, self.limits)
+                probability, heat = explain.explain_image(net, config, image, data, self.limits)
                 png = explain.heatmap_png(image, heat)
                 explanations.append(
                     {"probability": round(probability, 6), "heatmap": {"b64": base64.b64encode(png).decode()}}

@@ -39,7 +39,7 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
-        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         return base * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not security)
 
 

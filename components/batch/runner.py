@@ -129,7 +129,7 @@ class Summary:
         return line + (f"\nstopped early: {self.stopped}" if self.stopped else "")
 
 
-def predict_batch(
+def predict_batch(  # noqa: PLR0913, PLR0917 - the batch run's inputs; its knobs are one PredictOptions
     sources: Sequence[str | Item],
     out: Path,
     scorer: Scorer,

@@ -294,7 +294,7 @@ class TwinMaker:
         source = crop.convert("RGB").resize(shrunk, Image.Resampling.BICUBIC)
         network = self._network(recipe.model)
         with _native_output_silenced():
-            generated = network.process_pil(source).convert("RGB")
+            generated: Image.Image = network.process_pil(source).convert("RGB")
         return generated if generated.size == crop.size else generated.resize(crop.size, Image.Resampling.LANCZOS)
 
 
@@ -318,7 +318,7 @@ def _check(crop_size: int, generator: str, jpeg_quality: tuple[int, int]) -> Non
 _TWINS: TwinMaker | None = None  # per worker process: its networks, loaded once
 
 
-def _build_photo(
+def _build_photo(  # noqa: PLR0913 - one photo and the build's parameters, bound once by partial
     photo: Photo,
     split: str,
     *,
@@ -353,7 +353,7 @@ def _build_photo(
     return split, recipes, line
 
 
-def build_demo_dataset(
+def build_demo_dataset(  # noqa: PLR0913 - keyword-only build parameters, each part of the cache key
     out_dir: Path,
     *,
     seed: int = 42,

@@ -103,7 +103,8 @@ class Detector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Binary logits (N,): AI-generated or not."""
-        return self.head(self.backbone(images)).squeeze(-1)
+        logits: torch.Tensor = self.head(self.backbone(images))
+        return logits.squeeze(-1)
 
     def forward_all(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(binary logits (N,), generator logits (N, G)); G = 0 without an attribution head."""

@@ -441,7 +441,7 @@ def _walk_png(data: bytes, parts: _Parts, cap: int) -> None:
             parts.problems.append(("container", f"PNG: chunk {kind!r} at byte {pos} runs past the file"))
             return
         if kind in (b"tEXt", b"zTXt", b"iTXt"):
-            _png_text(kind, data, start, end, parts, cap)
+            _png_text(kind, data[start:end], parts, cap)
         elif kind == b"eXIf":
             parts.exif.append(data[start:end])
         elif kind == b"caBX":
@@ -451,15 +451,16 @@ def _walk_png(data: bytes, parts: _Parts, cap: int) -> None:
         pos = end + 4
 
 
-def _png_text(kind: bytes, data: bytes, start: int, end: int, parts: _Parts, cap: int) -> None:
-    """One text chunk into ``parts.texts``; its value only within ``cap`` bytes (decompressed too)."""
-    head = data[start : min(end, start + 80)]
+def _png_text(kind: bytes, data: bytes, parts: _Parts, cap: int) -> None:
+    """One text chunk's data into ``parts.texts``; its value only within ``cap`` bytes (decompressed too)."""
+    end = len(data)
+    head = data[:80]
     null = head.find(b"\x00")
     if null < 1:
         parts.problems.append(("png_text", f"{kind.decode()} chunk without a keyword"))
         return
     keyword = head[:null].decode("latin-1")
-    body_start = start + null + 1
+    body_start = null + 1
     size = end - body_start
     value: str | None = None
     problem = None

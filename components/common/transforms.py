@@ -187,7 +187,7 @@ def image_crops(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
 
 def eval_transform(prep: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
     """Resize mode: deterministic resize + centre crop + normalise (one crop, CHW)."""
-    return v2.Compose(
+    transform: Callable[[Image.Image], torch.Tensor] = v2.Compose(
         [
             v2.Resize(prep.resize_size, interpolation=InterpolationMode(prep.interpolation), antialias=True),
             v2.CenterCrop(prep.image_size),
@@ -196,6 +196,7 @@ def eval_transform(prep: Preprocessing) -> Callable[[Image.Image], torch.Tensor]
             v2.Normalize(mean=list(prep.mean), std=list(prep.std)),
         ]
     )
+    return transform
 
 
 def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:

@@ -78,7 +78,7 @@ def export_variants(
     return worst
 
 
-def score_variants(
+def score_variants(  # noqa: PLR0913, PLR0917 - the model, its export, both splits and their calibration
     model: Detector, folder: Path, val: list[CropBatch], test: list[CropBatch], temperature: float, threshold: float
 ) -> dict[str, dict[str, Any]]:
     """Every runtime/precision variant on validation + test; the non-fp32 ones enabled only when faithful."""
@@ -118,7 +118,7 @@ def score_variants(
 def is_faithful(variant: dict[str, Any], fp32: dict[str, Any]) -> bool:
     """Whether a variant's ROC AUC (validation + test) stays within ``MAX_AUC_DELTA`` of fp32's and the 95 % upper
     bound of its rate of changed decisions is at most ``MAX_FLIP_RATE``."""
-    return (
+    return bool(
         abs(variant["roc_auc_all"] - fp32["roc_auc_all"]) <= MAX_AUC_DELTA
         and variant["flip_rate_upper"] <= MAX_FLIP_RATE
     )

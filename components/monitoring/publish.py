@@ -147,7 +147,9 @@ def log_run(result: DriftResult) -> None:
     mlflow.log_metrics(scalar_metrics(result))
 
 
-def store_outputs(result: DriftResult, snapshot: Any, s3: S3Settings, bucket: str, folder: str, local: Path) -> None:
+def store_outputs(  # noqa: PLR0913, PLR0917 - what is stored, and where
+    result: DriftResult, snapshot: Any, s3: S3Settings, bucket: str, folder: str, local: Path
+) -> None:
     """summary.json and (with a verdict) Evidently's report.html: written to ``local``, then each put on S3 under
     ``folder`` and logged to the active MLflow run."""
     import mlflow

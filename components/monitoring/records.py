@@ -24,7 +24,9 @@ OPTIONAL_COLUMNS = {"ai_declared": RECORD_SCHEMA.field("ai_declared").type}
 READ_THREADS = 8  # parallel S3 object downloads
 
 
-def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetime, endpoint: str) -> pa.Table:
+def _read_part(  # noqa: PLR0913, PLR0917 - one S3 object and the window's filter
+    client: Any, bucket: str, key: str, start: datetime, end: datetime, endpoint: str
+) -> pa.Table:
     """The window's records of one endpoint in one sink file: only the columns the job uses (an optional column the
     file lacks comes back null)."""
     data = read_object(client, bucket, key)
@@ -50,7 +52,7 @@ def _read_part(client: Any, bucket: str, key: str, start: datetime, end: datetim
     return table
 
 
-def read_records(
+def read_records(  # noqa: PLR0913, PLR0917 - the bucket and the window's filter
     s3: S3Settings,
     bucket: str,
     prefix: str,

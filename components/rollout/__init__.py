@@ -71,7 +71,7 @@ class RolloutResult:
         return "\n".join(lines)
 
 
-def rollout(
+def rollout(  # noqa: PLR0913 - the target, then the action's keyword-only options
     action: str,
     api: CustomObjectsClient,
     namespace: str,

@@ -21,7 +21,7 @@ class CustomObjectsClient(Protocol):
         self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
     ) -> Any: ...
 
-    def patch_namespaced_custom_object(
+    def patch_namespaced_custom_object(  # noqa: PLR0913, PLR0917 - the kubernetes client's own signature
         self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, **kwargs: Any
     ) -> Any: ...
 
