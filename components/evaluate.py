@@ -35,9 +35,15 @@ from torch.utils.data import DataLoader
 
 from components.common.artifact import LABELS, fetch_artifact, load_artifact
 from components.common.calibration import calibrated, expected_calibration_error, fit_temperature
-from components.common.dataset import read_manifest
-from components.common.metrics import choose_threshold, classification_metrics
-from components.common.model import UNKNOWN_GENERATOR, Detector, ModelConfig, load_checkpoint
+from components.common.dataset import read_manifest, split_rows
+from components.common.loaders import EvalImages, collate_crops, eval_loader, predict_logits
+from components.common.metrics import (
+    choose_threshold,
+    classification_metrics,
+    flat_metrics,
+    overall_attribution_accuracy,
+)
+from components.common.model import CHECKPOINT_FILE, UNKNOWN_GENERATOR, Detector, ModelConfig, load_checkpoint
 from components.common.runtimes import open_engine
 from components.common.settings import ImageLimits, QualityGate
 from components.common.transforms import (
@@ -48,14 +54,6 @@ from components.common.transforms import (
 )
 from components.common.variants import engine_scores, export_variants, score_variants
 from components.stage import stage
-from components.train import (
-    CHECKPOINT_FILE,
-    EvalImages,
-    collate_crops,
-    eval_loader,
-    predict_logits,
-    split_rows,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -235,12 +233,6 @@ def attribution_accuracy(
     return out
 
 
-def overall_attribution_accuracy(attribution: dict[str, dict[str, float]]) -> float:
-    """The accuracy over all images of ``attribution_accuracy``'s recipes."""
-    images = sum(a["images"] for a in attribution.values())
-    return sum(a["accuracy"] * a["images"] for a in attribution.values()) / images if images else float("nan")
-
-
 def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: ImageLimits) -> dict[str, Any] | None:
     """Metrics of the current champion on the same test split (its own preprocessing, temperature and threshold),
     or None."""
@@ -356,37 +348,6 @@ def evaluate_detector(
     return evaluation
 
 
-def _key(name: str) -> str:
-    """An MLflow metric name from a condition, generator or variant name."""
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
-
-
-def flat_metrics(evaluation: Evaluation | dict[str, Any]) -> dict[str, float]:
-    """Every scalar of an evaluation as one flat dict of MLflow metrics (the run's and the registered
-    version's ``metrics.json``)."""
-    e = evaluation if isinstance(evaluation, dict) else evaluation.__dict__
-    out = {f"test_{k}": float(v) for k, v in e["metrics"].items()}
-    out |= {"threshold": float(e["threshold"]), "temperature": float(e["temperature"])}
-    out["onnx_max_abs_diff"] = float(e["onnx_max_abs_diff"])
-    for name, r in e["robustness"].items():
-        out |= {f"test_{_key(name)}_{k}": float(v) for k, v in r.items()}
-    for name, g in e["generators"].items():
-        out[f"test_recall_{_key(name)}"] = float(g["recall"])
-    attribution = e.get("attribution") or {}  # evaluations from before the attribution head have none
-    if attribution:
-        out["test_attribution_accuracy"] = overall_attribution_accuracy(attribution)
-    for name, a in attribution.items():
-        out[f"test_attribution_accuracy_{_key(name)}"] = float(a["accuracy"])
-    for name, v in e["variants"].items():
-        if "error" not in v:
-            prefix = _key(name)
-            out |= {f"{prefix}_test_roc_auc": v["roc_auc"], f"{prefix}_test_accuracy": v["accuracy"]}
-            out[f"{prefix}_flip_rate_upper"] = v["flip_rate_upper"]
-    if e["champion"]:
-        out |= {f"champion_test_{k}": float(v) for k, v in e["champion"]["metrics"].items()}
-    return out
-
-
 @stage
 def evaluate(
     dataset: Input[Dataset],
@@ -428,9 +389,10 @@ def evaluate(
 
     from components.common.errors import QualityGateError
     from components.common.logging import configure_logging
+    from components.common.metrics import flat_metrics
     from components.common.settings import QualityGate, Settings
     from components.common.tracking import setup_tracking
-    from components.evaluate import evaluate_detector, flat_metrics
+    from components.evaluate import evaluate_detector
 
     settings = Settings()
     configure_logging(settings.logging)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from components.common.dataset import SPLITS, DatasetSummary, split_for_hash, train_or_val_for_hash, write_dataset
 from components.common.errors import DataSourceError
 from components.common.images import probe_header
-from components.common.s3 import read_object
+from components.common.s3 import parse_uri, read_object
 from components.common.settings import S3Settings, SplitSettings
 from components.stage import stage
 
@@ -123,11 +123,7 @@ class FolderSource:
 class S3Source:
     def __init__(self, uri: str, settings: S3Settings) -> None:
 
-        match = re.fullmatch(r"s3://([^/]+)/?(.*)", uri)
-        if match is None:
-            raise DataSourceError(f"bad S3 URI {uri!r}; expected s3://bucket/prefix")
-        self.bucket, prefix = match.groups()
-        self.prefix = prefix.rstrip("/") + "/" if prefix else ""
+        self.bucket, self.prefix = parse_uri(uri)
         self.endpoint = settings.endpoint
         self.client = settings.client()
 

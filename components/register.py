@@ -21,14 +21,13 @@ import structlog
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
-from components.common.dataset import read_manifest
+from components.common.dataset import read_manifest, split_rows
 from components.common.features import image_features
 from components.common.images import decode_image
-from components.common.model import load_checkpoint
+from components.common.metrics import flat_metrics
+from components.common.model import CHECKPOINT_FILE, load_checkpoint
 from components.common.settings import ImageLimits
-from components.evaluate import flat_metrics
 from components.stage import stage
-from components.train import CHECKPOINT_FILE, split_rows
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,6 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -33,16 +32,21 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from components.common.artifact import fetch_artifact, load_artifact
-from components.common.dataset import read_manifest
-from components.common.model import UNKNOWN_GENERATOR, Detector, ModelConfig, build_model, save_checkpoint
+from components.common.dataset import read_manifest, split_rows
+from components.common.loaders import LABEL_VALUE, EvalImages, eval_loader, predict_logits
+from components.common.model import (
+    CHECKPOINT_FILE,
+    UNKNOWN_GENERATOR,
+    Detector,
+    ModelConfig,
+    build_model,
+    save_checkpoint,
+)
 from components.common.seeding import seed_everything, seed_worker
 from components.common.settings import ImageLimits
 from components.common.transforms import (
     Augmentation,
-    CropBatch,
     Preprocessing,
-    aggregate,
-    image_crops,
     load_image,
     train_transform,
 )
@@ -50,8 +54,6 @@ from components.stage import stage
 
 log = structlog.get_logger(__name__)
 
-CHECKPOINT_FILE = "model.pt"
-LABEL_VALUE = {"real": 0.0, "ai_generated": 1.0}  # the positive class is ai_generated
 ATTRIBUTION_WEIGHT = 0.5  # weight of the attribution cross-entropy next to the binary cross-entropy
 NO_GENERATOR = -1  # attribution target of an image without a trained recipe (real, or unnamed generator)
 
@@ -153,43 +155,6 @@ class TrainImages(TorchDataset[TrainItem]):
         return self.transform(image), self.labels[index], self.generators[index]
 
 
-class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
-    """Images of a split, each as the crops the served model scores (``common.transforms.image_crops``)."""
-
-    def __init__(self, dataset_dir: Path, rows: pd.DataFrame, limits: ImageLimits, prep: Preprocessing):
-        self.paths = [dataset_dir / p for p in rows["path"]]
-        self.labels = [LABEL_VALUE[label] for label in rows["label"]]
-        self.limits, self.prep = limits, prep
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, float]:
-        image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
-        return image_crops(image, self.prep), self.labels[index]
-
-
-def collate_crops(items: list[tuple[torch.Tensor, float]]) -> CropBatch:
-    """Images with different numbers of crops in one batch: the crops stacked, and how many belong to each."""
-    crops = torch.cat([c for c, _ in items])
-    return crops, [len(c) for c, _ in items], torch.tensor([label for _, label in items], dtype=torch.float32)
-
-
-def eval_loader(dataset_dir: Path, rows: pd.DataFrame, prep: Preprocessing, limits: ImageLimits) -> DataLoader[Any]:
-    """Un-augmented batches of ``rows`` as ``CropBatch``es, preprocessed as ``prep`` says (evaluation, checks)."""
-    return DataLoader(EvalImages(dataset_dir, rows, limits, prep), batch_size=16, collate_fn=collate_crops)
-
-
-def split_rows(manifest: pd.DataFrame, split: str, limit: int = 0, seed: int = 0) -> pd.DataFrame:
-    """Rows of ``split`` in a stable order; with ``limit`` a class-stratified deterministic subset."""
-    rows = manifest[manifest["split"] == split].sort_values("sha256").reset_index(drop=True)
-    if limit and len(rows) > limit:
-        share = limit / len(rows)
-        parts = [g.sample(n=max(1, round(len(g) * share)), random_state=seed) for _, g in rows.groupby("label")]
-        rows = pd.concat(parts).sort_values("sha256").reset_index(drop=True)
-    return rows
-
-
 def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
     """Linear warm-up to 1, then cosine decay to 0 over the remaining steps."""
 
@@ -200,20 +165,6 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-@torch.inference_mode()
-def predict_logits(model: Detector, batches: Iterable[CropBatch]) -> tuple[np.ndarray, np.ndarray, float]:
-    """(one logit per image, labels, mean BCE loss of the uncalibrated probabilities) in eval mode."""
-    model.eval()
-    logits, labels = [], []
-    for crops, counts, targets in batches:
-        logits.append(aggregate(model(crops).numpy(), counts))
-        labels.append(targets.numpy())
-    image_logits, image_labels = np.concatenate(logits), np.concatenate(labels)
-    loss = float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(image_logits),
-                                                                torch.from_numpy(image_labels).double()))  # fmt: skip
-    return image_logits, image_labels, loss
 
 
 def _set_backbone_trainable(model: Detector, trainable: bool) -> None:

@@ -9,6 +9,7 @@ request is a 400. Everything else is KServe's own code path.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,16 @@ def parse_binary_request(body: bytes, json_length: int, model_name: str) -> Infe
             raise InvalidInput(f"input {name!r}: binary_data_size {size!r} does not fit the {len(body)}-byte body")
         raw = body[offset : offset + size]
         offset += size
-        if datatype == "BYTES":
-            data: list[Any] = [bytes(v) for v in deserialize_bytes_tensor(raw)]
-        else:
-            data = np.frombuffer(raw, dtype=to_np_dtype(datatype)).tolist()
+        try:
+            if datatype == "BYTES":
+                data: list[Any] = [bytes(v) for v in deserialize_bytes_tensor(raw)]
+            else:
+                data = np.frombuffer(raw, dtype=to_np_dtype(datatype)).tolist()
+        except (struct.error, ValueError, TypeError) as exc:
+            raise InvalidInput(
+                f"input {name!r}: its {size} bytes are not a {datatype} tensor (a BYTES element is a 4-byte "
+                f"little-endian length, then that many bytes): {exc}"
+            ) from exc
         params = {k: v for k, v in parameters.items() if k != "binary_data_size"}
         inputs.append(InferInput(name, shape, datatype, data, params or None))
     outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in header.get("outputs") or []]

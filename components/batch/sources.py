@@ -116,32 +116,32 @@ def url_item(url: str, timeout: float) -> Item:
 
 def s3_items(uri: str, settings: S3Settings) -> list[Item]:
     """Every object below an ``s3://bucket/prefix``, with the minio client ingest builds from ``settings``."""
-    from components.common.s3 import S3_ERRORS, is_transient, read_object
-    from components.ingest import S3Source
+    from components.common.s3 import S3_ERRORS, is_transient, parse_uri, read_object
 
-    s3 = S3Source(uri, settings)  # parses the URI and builds the client (endpoint, keys, TLS, region)
+    bucket, prefix = parse_uri(uri)
+    client = settings.client()  # endpoint, keys, TLS, region
     s3_failures: tuple[type[Exception], ...] = (*S3_ERRORS, OSError, HTTPException)  # and what urllib3 did not wrap
 
     def loader(key: str) -> Callable[[int], bytes]:
         def load(_: int) -> bytes:
             try:
-                return read_object(s3.client, s3.bucket, key)
+                return read_object(client, bucket, key)
             except s3_failures as exc:
                 if is_transient(exc):  # the store, not the object
                     raise TransientError(f"S3 read failed: {exc}", unavailable=False) from exc
-                raise FetchError(f"cannot read s3://{s3.bucket}/{key}: {exc}") from exc  # no such key, access denied
+                raise FetchError(f"cannot read s3://{bucket}/{key}: {exc}") from exc  # no such key, access denied
 
         return load
 
     try:
-        objects = [o for o in s3.client.list_objects(s3.bucket, prefix=s3.prefix, recursive=True) if not o.is_dir]
+        objects = [o for o in client.list_objects(bucket, prefix=prefix, recursive=True) if not o.is_dir]
     except s3_failures as exc:
         raise DataSourceError(f"cannot list {uri} on {settings.endpoint}: {exc}") from exc
     keys = sorted((o.object_name or "", o.size) for o in objects)
     return [
-        Item(f"s3://{s3.bucket}/{key}", size, loader(key))
+        Item(f"s3://{bucket}/{key}", size, loader(key))
         for key, size in keys
-        if not key.endswith("/") and _visible(key[len(s3.prefix) :].split("/"))  # folder markers, hidden files
+        if not key.endswith("/") and _visible(key[len(prefix) :].split("/"))  # folder markers, hidden files
     ]
 
 

@@ -97,3 +97,13 @@ def write_dataset(manifest: pd.DataFrame, dataset_dir: Path) -> DatasetSummary:
 def read_manifest(dataset_dir: Path) -> pd.DataFrame:
     """The manifest of an ingested dataset folder (one written before a column existed gets its default)."""
     return _complete(pd.read_parquet(dataset_dir / MANIFEST_FILE))
+
+
+def split_rows(manifest: pd.DataFrame, split: str, limit: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Rows of ``split`` in a stable order; with ``limit`` a class-stratified deterministic subset."""
+    rows = manifest[manifest["split"] == split].sort_values("sha256").reset_index(drop=True)
+    if limit and len(rows) > limit:
+        share = limit / len(rows)
+        parts = [g.sample(n=max(1, round(len(g) * share)), random_state=seed) for _, g in rows.groupby("label")]
+        rows = pd.concat(parts).sort_values("sha256").reset_index(drop=True)
+    return rows

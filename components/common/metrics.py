@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
@@ -30,3 +32,40 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: flo
         "roc_auc": float(roc_auc_score(labels, probs)) if both else float("nan"),
         "fpr_real": float(predicted[real].mean()) if real.any() else float("nan"),
     }
+
+
+def overall_attribution_accuracy(attribution: dict[str, dict[str, float]]) -> float:
+    """The accuracy over all images of ``attribution_accuracy``'s recipes."""
+    images = sum(a["images"] for a in attribution.values())
+    return sum(a["accuracy"] * a["images"] for a in attribution.values()) / images if images else float("nan")
+
+
+def _key(name: str) -> str:
+    """An MLflow metric name from a condition, generator or variant name."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+
+
+def flat_metrics(evaluation: Any) -> dict[str, float]:
+    """Every scalar of an evaluation (``evaluate.Evaluation`` or its dict) as one flat dict of MLflow metrics (the
+    run's and the registered version's ``metrics.json``)."""
+    e = evaluation if isinstance(evaluation, dict) else evaluation.__dict__
+    out = {f"test_{k}": float(v) for k, v in e["metrics"].items()}
+    out |= {"threshold": float(e["threshold"]), "temperature": float(e["temperature"])}
+    out["onnx_max_abs_diff"] = float(e["onnx_max_abs_diff"])
+    for name, r in e["robustness"].items():
+        out |= {f"test_{_key(name)}_{k}": float(v) for k, v in r.items()}
+    for name, g in e["generators"].items():
+        out[f"test_recall_{_key(name)}"] = float(g["recall"])
+    attribution = e.get("attribution") or {}  # evaluations from before the attribution head have none
+    if attribution:
+        out["test_attribution_accuracy"] = overall_attribution_accuracy(attribution)
+    for name, a in attribution.items():
+        out[f"test_attribution_accuracy_{_key(name)}"] = float(a["accuracy"])
+    for name, v in e["variants"].items():
+        if "error" not in v:
+            prefix = _key(name)
+            out |= {f"{prefix}_test_roc_auc": v["roc_auc"], f"{prefix}_test_accuracy": v["accuracy"]}
+            out[f"{prefix}_flip_rate_upper"] = v["flip_rate_upper"]
+    if e["champion"]:
+        out |= {f"champion_test_{k}": float(v) for k, v in e["champion"]["metrics"].items()}
+    return out

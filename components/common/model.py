@@ -28,6 +28,8 @@ CHECKPOINT_FORMAT = 1  # bumped when the checkpoint layout changes
 UNKNOWN_GENERATOR = "unknown"  # the attributed generator when none of the trained recipes is likely enough
 MIN_ATTRIBUTION_PROBABILITY = 0.5  # a recipe is named only when its probability is at least this
 
+CHECKPOINT_FILE = "model.pt"  # the checkpoint of a training run (weights, model config, train config)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

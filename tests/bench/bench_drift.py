@@ -18,32 +18,25 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import mlflow
-
 from components.common.artifact import CONFIG_FILE, REFERENCE_FILE
 from components.common.logging import configure_logging
-from components.common.settings import DriftSettings, LoggingSettings, MlflowSettings, S3Settings
-from components.common.tracking import setup_tracking
+from components.common.settings import DriftSettings, LoggingSettings, MlflowSettings
 from components.monitoring.job import DriftJob, run_drift
-from tests.conftest import free_port
-from tests.integration.test_drift import MODEL, SINK, put_records, sink_table
+from tests.helpers.artifacts import register_artifact
+from tests.helpers.servers import MODEL, empty_s3_server
+from tests.helpers.sink_records import SINK, put_records, sink_table
 from tests.unit.monitoring.synthetic import CONFIG, NEW_UPLOAD_TOOL, records
 
 START = datetime(2026, 11, 1, 12, tzinfo=UTC)  # a 24 h window over two UTC dates: two partitions
 
 
 def _register(tmp: Path, tracking: MlflowSettings, reference_rows: int) -> None:
-    experiment = setup_tracking(tracking)
+    """Version 1 of MODEL (alias champion): only the two files the drift job reads."""
     folder = tmp / "detector"
     folder.mkdir()
     (folder / CONFIG_FILE).write_text(json.dumps(CONFIG.to_dict()))
     records(reference_rows, seed=1).to_parquet(folder / REFERENCE_FILE)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_artifacts(str(folder), "detector")
-    client = mlflow.MlflowClient()
-    client.create_registered_model(MODEL)
-    version = client.create_model_version(MODEL, f"{run.info.artifact_uri}/detector", run.info.run_id)
-    client.set_registered_model_alias(MODEL, "champion", version.version)
+    register_artifact(tracking, folder, MODEL)
 
 
 def main() -> None:
@@ -53,47 +46,38 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=2_000, help="reference rows (validation images)")
     args = parser.parse_args()
     configure_logging(LoggingSettings(level="WARNING"))
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    s3 = S3Settings(endpoint=f"127.0.0.1:{port}", access_key="bench", secret_key="bench")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
-            _register(Path(tmp), tracking, args.reference)
-            began = time.perf_counter()
-            frame = records(args.records, seed=2, **NEW_UPLOAD_TOOL)
-            written = put_records(s3, sink_table(frame, START, 24, "default", "1", seed=2), files=args.files // 2)
-            print(
-                f"setup: {args.records:,} records in {written} Parquet files on S3, {args.reference:,} reference rows"
-                f" ({time.perf_counter() - began:.1f} s)"
-            )
-            print(f"{'run':<34} {'read':>7} {'evidently':>10} {'total':>7}  verdict")
-            for label in ("in process, first (imports)", "in process, second"):
-                job = DriftJob(DriftSettings(), s3, tracking, SINK, MODEL, start=START, end=START + timedelta(1))
-                result = run_drift(job)
-                s = result.seconds
-                print(f"{label:<34} {s['read']:>7.2f} {s['evidently']:>10.2f} {s['total']:>7.2f}  {result.verdict}")
-            env = os.environ | {
-                "APD_S3__ENDPOINT": s3.endpoint,
-                "APD_S3__ACCESS_KEY": "bench",
-                "APD_S3__SECRET_KEY": "bench",
-                "APD_MLFLOW__TRACKING_URI": tracking.tracking_uri,
-                "APD_MLFLOW__ARTIFACT_ROOT": tracking.artifact_root,
-                "APD_LOGGING__LEVEL": "WARNING",
-            }
-            command = [sys.executable, "-m", "components.cli", "drift", "run", "--start", START.isoformat()]
-            command += ["--end", (START + timedelta(1)).isoformat()]
-            began = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-            wall = time.perf_counter() - began
-            print(f"{'apd drift run (new process)':<34} {'':>7} {'':>10} {wall:>7.2f}  exit code {done.returncode}")
-            if done.returncode not in (0, 3):
-                print(done.stderr[-3000:], file=sys.stderr)
-    finally:
-        server.stop()
+    with empty_s3_server() as s3, tempfile.TemporaryDirectory() as tmp:
+        tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=f"{tmp}/artifacts")
+        _register(Path(tmp), tracking, args.reference)
+        began = time.perf_counter()
+        frame = records(args.records, seed=2, **NEW_UPLOAD_TOOL)
+        written = put_records(s3, sink_table(frame, START, 24, "default", "1", seed=2), files=args.files // 2)
+        print(
+            f"setup: {args.records:,} records in {written} Parquet files on S3, {args.reference:,} reference rows"
+            f" ({time.perf_counter() - began:.1f} s)"
+        )
+        print(f"{'run':<34} {'read':>7} {'evidently':>10} {'total':>7}  verdict")
+        for label in ("in process, first (imports)", "in process, second"):
+            job = DriftJob(DriftSettings(), s3, tracking, SINK, MODEL, start=START, end=START + timedelta(1))
+            result = run_drift(job)
+            s = result.seconds
+            print(f"{label:<34} {s['read']:>7.2f} {s['evidently']:>10.2f} {s['total']:>7.2f}  {result.verdict}")
+        env = os.environ | {
+            "APD_S3__ENDPOINT": s3.endpoint,
+            "APD_S3__ACCESS_KEY": str(s3.access_key),
+            "APD_S3__SECRET_KEY": str(s3.secret_key),
+            "APD_MLFLOW__TRACKING_URI": tracking.tracking_uri,
+            "APD_MLFLOW__ARTIFACT_ROOT": tracking.artifact_root,
+            "APD_LOGGING__LEVEL": "WARNING",
+        }
+        command = [sys.executable, "-m", "components.cli", "drift", "run", "--start", START.isoformat()]
+        command += ["--end", (START + timedelta(1)).isoformat()]
+        began = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - began
+        print(f"{'apd drift run (new process)':<34} {'':>7} {'':>10} {wall:>7.2f}  exit code {done.returncode}")
+        if done.returncode not in (0, 3):
+            print(done.stderr[-3000:], file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ server measured in the same run by the serving benchmark's own tritonclient load
 - Images: ``--images`` (300) JPEGs of 1632x1224 made from a Debian wallpaper photograph (as bench_serving's), each
   with a few pixels changed so that every file has its own sha256.
 - Servers: `apd serve` (OpenVINO fp32, the default) with one worker using both cores, and with two REST workers of
-  one core each, started by bench_serving's ``_server``; the model is bench_serving's ``_model_folder`` (the local
+  one core each, started by bench_serving's ``serving``; the model is bench_serving's ``model_folder`` (the local
   champion, else an untrained detector of the same architecture).
 - Served rate: bench_serving's load client (one 2 MP image per request, REST and gRPC, concurrency 1, 4, 16);
   the best cell is the bar. Served cells and `apd predict` runs alternate for ``--rounds`` (3) rounds; every figure
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_serving import CONCURRENCY, DEFAULT, PHOTO, SIZES, _load, _model_folder, _server
+from tests.bench.bench_serving import CONCURRENCY, DEFAULT, PHOTO, SIZES, load, model_folder, serving
 
 SIZE = SIZES["2 MP"]
 CORES = 2  # what bench_serving sets the server up for; server and client share them
@@ -91,7 +91,7 @@ def _server_cpu(http: int) -> Callable[[], float]:
 def served(protocol: str, port: int, image: Path, concurrency: int, seconds: float, requests: int, cpu: Any) -> Cell:
     """bench_serving's load client: one image per request."""
     before = cpu()
-    result = _load(protocol, port, image, concurrency, seconds, requests)
+    result = load(protocol, port, image, concurrency, seconds, requests)
     count = len(result["latencies"])
     if count == 0:  # the load client's threads die on errors: say so rather than divide by zero
         raise RuntimeError(f"no {protocol} request on port {port} succeeded")
@@ -120,7 +120,7 @@ def predict(folder: Path, out: Path, url: str, protocol: str, batch_size: int, c
 
 
 def _wait_ready(http: int, seconds: float = 300) -> None:
-    """bench_serving's ``_server`` waits 60 s at most; a loaded machine can take longer to load two workers."""
+    """bench_serving's ``serving`` waits 60 s at most; a loaded machine can take longer to load two workers."""
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -156,7 +156,7 @@ def main() -> None:
         root = Path(tmp)
         started = time.perf_counter()
         images = catalogue(root / "catalogue", args.images)
-        model_dir, described = _model_folder(root)
+        model_dir, described = model_folder(root)
         size_mb = sum(p.stat().st_size for p in images) / len(images) / 1e6
         print(f"model: {described}; server: apd serve, {DEFAULT}")
         print(f"catalogue: {len(images)} JPEGs of {SIZE[0]}x{SIZE[1]} ({size_mb:.2f} MB each), made in "
@@ -166,7 +166,7 @@ def main() -> None:
         print(f"  {'':<18} {'':<34} {'':>6} {'ms/img':>10} {'ms/img':>10} {'img/s':>11} {'img/s, cap.':>14}")
         for workers in (int(w) for w in args.workers.split(",")):
             label = f"{workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
-            with _server(model_dir, workers, DEFAULT) as (http, grpc):
+            with serving(model_dir, workers, DEFAULT) as (http, grpc):
                 _wait_ready(http)
                 cpu = _server_cpu(http)
                 ports = {"rest": http} if workers > 1 else {"rest": http, "grpc": grpc}  # gRPC: main process only

@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,9 +34,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.common.runtimes import EXACT_VARIANTS, VARIANTS
-
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from components.common.runtimes import EXACT_VARIANTS, VARIANTS  # noqa: E402 (the repository on the path first)
+from tests.helpers.net import free_port  # noqa: E402
 
 PHOTO = Path("/usr/share/backgrounds/Dragonfly_by_Bolly.jpg")  # 4224x3168, from lomiri-wallpapers-16.04
 SIZES = {"0.3 MP": (640, 480), "2 MP": (1632, 1224), "12 MP": (4000, 3000)}
@@ -99,8 +100,7 @@ def _jpegs(folder: Path) -> dict[str, Path]:
 
 def _signed(image: Path, folder: Path) -> tuple[Path, Path]:
     """``image`` signed with C2PA Content Credentials (AI-generated) under a test CA; and that CA's PEM file."""
-    sys.path.insert(0, str(REPO))
-    from tests.provenance_files import c2pa_signed, signing_ca
+    from tests.helpers.provenance_files import c2pa_signed, signing_ca
 
     signed = folder / f"{image.stem}-c2pa.jpg"
     signed.write_bytes(
@@ -130,25 +130,22 @@ def provenance_cost(images: dict[str, Path], anchors: Path, calls: int) -> dict[
     return costs
 
 
-def _model_folder(folder: Path) -> tuple[str, str]:
+def model_folder(folder: Path) -> tuple[str, str]:
     """The champion when one is registered locally, else an untrained detector packaged like a registered one."""
     from mlflow.exceptions import MlflowException
 
-    from components.common.artifact import ArtifactConfig, export_onnx, fetch_artifact, write_artifact
-    from components.common.model import ModelConfig, build_model, save_checkpoint
-    from components.common.runtimes import ONNX_FILE
+    from components.common.artifact import fetch_artifact
+    from components.common.model import ModelConfig
     from components.common.settings import Settings
     from components.common.tracking import setup_tracking
+    from tests.helpers.artifacts import detector, package_artifact
 
     settings = Settings()
     setup_tracking(settings.mlflow)
     try:
         return str(fetch_artifact(settings.serving.model_uri, folder / "champion")), settings.serving.model_uri
     except MlflowException:
-        model = build_model(ModelConfig()).eval()
-        save_checkpoint(model, folder / "model.pt", {"train_config": {}, "dataset_version": "bench"})
-        write_artifact(folder / "untrained", folder / "model.pt", ArtifactConfig(model.config, 0.5, "bench"), {})
-        export_onnx(model, folder / "untrained" / ONNX_FILE)
+        package_artifact(detector(ModelConfig()), folder / "untrained", dataset_version="bench", metrics={})
         return str(folder / "untrained"), "untrained tf_efficientnet_lite0"
 
 
@@ -206,12 +203,6 @@ def _with_max_crops(model_dir: str, max_crops: int, folder: Path) -> str:
     return str(out)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -236,7 +227,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         images = _jpegs(root)
-        model_dir, described = _model_folder(root)
+        model_dir, described = model_folder(root)
         if args.max_crops:
             model_dir = _with_max_crops(model_dir, args.max_crops, root)
         prep = json.loads((Path(model_dir) / "config.json").read_text())["model"]["preprocessing"]
@@ -263,14 +254,14 @@ def main() -> None:
         setups = [(DEFAULT, 1, ("rest", "grpc"), {**images, "2 MP C2PA": signed}), (DEFAULT, 2, ("rest",), images)]
         setups += [(v, 1, ("rest", "grpc"), {"2 MP": images["2 MP"]}) for v in extra]
         for variant, workers, protocols, sized in setups:
-            with _server(model_dir, workers, variant) as (http, grpc):
+            with serving(model_dir, workers, variant) as (http, grpc):
                 for protocol in protocols:
                     port = http if protocol == "rest" else grpc
                     for name, path in sized.items():
                         for concurrency in CONCURRENCY:
                             label = f"{variant}, {workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
                             seconds = args.seconds * (2 if "12" in name else 1)
-                            result = _load(protocol, port, path, concurrency, seconds, args.max_requests)
+                            result = load(protocol, port, path, concurrency, seconds, args.max_requests)
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
                             print(
@@ -290,7 +281,7 @@ def _has_files(model_dir: str, variant: str) -> bool:
     return (Path(model_dir) / needed).exists()
 
 
-def _load(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> dict:
+def load(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> dict:
     """Run the load client in a child process (tritonclient.grpc cannot share a process with kserve)."""
     done = subprocess.run(
         [sys.executable, __file__, "--max-requests", str(max_requests),
@@ -301,13 +292,13 @@ def _load(protocol: str, port: int, image: Path, concurrency: int, seconds: floa
 
 
 @contextlib.contextmanager
-def _server(model_dir: str, workers: int, variant: str) -> Iterator[tuple[int, int]]:
+def serving(model_dir: str, workers: int, variant: str) -> Iterator[tuple[int, int]]:
     """`apd serve` of ``variant`` with ``workers`` processes sharing out the 2 cores; yields (http, grpc)."""
     http, grpc = free_port(), free_port()
     runtime, precision = variant.split("/")
     env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers),
            "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision}  # fmt: skip
-    server = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
          "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -321,8 +312,8 @@ def _server(model_dir: str, workers: int, variant: str) -> Iterator[tuple[int, i
                 time.sleep(0.5)
         yield http, grpc
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import free_port, wait_until_up  # noqa: E402 (the repository on the path first)
+from tests.helpers.net import free_port, wait_until_up  # noqa: E402 (the repository on the path first)
 
 REQUEST = "org.kubeflow.serving.inference.request"
 RESPONSE = "org.kubeflow.serving.inference.response"

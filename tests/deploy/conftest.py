@@ -19,6 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "apd"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+FULL = CHART / "ci" / "full-values.yaml"  # every optional part of the chart on
 MANIFESTS = REPO / "manifests"
 KUBE_VERSION = "1.32"
 RELEASE, NAMESPACE = "apd", "apd"
@@ -77,6 +78,19 @@ class Helm:
     def template(self, *args: Any, **kwargs: Any) -> list[Resource]:
         """``helm template`` of the chart, parsed; fails the test when helm does."""
         return load_documents(self.run(*self.template_args(*args, **kwargs)).stdout)
+
+
+def rendered_rules(helm: Helm, *values: str, files: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The PrometheusRule's spec (a plain Prometheus rule file) of the full variant, with ``--set`` ``values`` and
+    values ``files``."""
+    docs = helm.template([FULL, *files], set_values=list(values), api_versions=MONITORING_APIS)
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    return dict(rule["spec"])
+
+
+def alert_rules(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The alerting rules of a rule file's ``spec`` by alert name."""
+    return {r["alert"]: r for g in spec["groups"] for r in g["rules"] if "alert" in r}
 
 
 def pinned_tool(tool: str) -> Path:

@@ -21,17 +21,18 @@ import yaml
 from tests.deploy.conftest import (
     CHART,
     CI_VALUES,
+    FULL,
     MANIFESTS,
     MONITORING_APIS,
     REPO,
     Helm,
     Resource,
+    rendered_rules,
     resource_key,
 )
 from tests.deploy.schemas import validate_resources
 
 Kustomize = Callable[[Path], list[Resource]]
-FULL = CHART / "ci" / "full-values.yaml"
 # Each overlay and the ci values that make Helm render the same resources.
 OVERLAYS = {"dev": "dev-values.yaml", "prod": "prod-values.yaml", "canary": "canary-values.yaml"}
 
@@ -380,9 +381,8 @@ def test_monitoring_resources_need_the_operator_api(helm: Helm) -> None:
 
 def _rules(helm: Helm, tmp_path: Path, *values: str) -> Path:
     """The PrometheusRule's spec (a plain Prometheus rule file) of the full variant, written for promtool."""
-    rule = one(helm.template([FULL], set_values=list(values), api_versions=MONITORING_APIS), "PrometheusRule")
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(rule["spec"]))
+    path.write_text(yaml.safe_dump(rendered_rules(helm, *values)))
     return path
 
 

@@ -26,12 +26,11 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from components.monitoring.publish import GROUPING_LABELS, DriftGauge
-from tests.deploy.conftest import CHART, MONITORING_APIS, REPO, Helm
+from tests.deploy.conftest import CHART, FULL, MONITORING_APIS, REPO, Helm, alert_rules, rendered_rules
 from tests.deploy.schemas import schemas_dir
 
 DASHBOARD = CHART / "dashboards" / "apd-detector.json"
 BUILDER = REPO / "helm" / "dashboards.py"
-FULL = CHART / "ci" / "full-values.yaml"
 
 # ------------------------------------------------------------------------------------------ metric contracts
 
@@ -321,21 +320,10 @@ def test_dashboard_covers_every_contract_metric() -> None:
 # ------------------------------------------------------------------------------------------------- alert rules
 
 
-def _rendered_rules(helm: Helm, *values: str, files: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The PrometheusRule's spec (a plain Prometheus rule file) of the full variant."""
-    docs = helm.template([FULL, *files], set_values=list(values), api_versions=MONITORING_APIS)
-    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
-    return dict(rule["spec"])
-
-
-def _alerts(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["alert"]: r for g in spec["groups"] for r in g["rules"] if "alert" in r}
-
-
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 def test_alert_rules_use_only_known_metrics(helm: Helm, mode: str) -> None:
     extra = ["predictor.scaleMetric=cpu"] if mode == "RawDeployment" else []
-    alerts = _alerts(_rendered_rules(helm, f"inferenceService.deploymentMode={mode}", *extra))
+    alerts = alert_rules(rendered_rules(helm, f"inferenceService.deploymentMode={mode}", *extra))
     problems = check_names({name: rule["expr"] for name, rule in alerts.items()})
     assert not problems, "\n".join(problems)
 
@@ -355,7 +343,7 @@ def test_the_chart_names_only_gauges_the_drift_job_pushes() -> None:
 
 
 def test_every_alert_has_severity_and_annotations(helm: Helm) -> None:
-    alerts = _alerts(_rendered_rules(helm))
+    alerts = alert_rules(rendered_rules(helm))
     assert {
         "ApdDataDrift",
         "ApdConfidenceDrop",
@@ -376,7 +364,7 @@ def test_every_alert_has_severity_and_annotations(helm: Helm) -> None:
 
 def test_drift_and_sink_alerts_follow_their_components(helm: Helm) -> None:
     """No drift job, no drift alerts (ApdDriftMetricsMissing would fire forever); no sink, no sink alerts."""
-    alerts = _alerts(_rendered_rules(helm, "drift.enabled=false", "sink.enabled=false", "logger.enabled=false"))
+    alerts = alert_rules(rendered_rules(helm, "drift.enabled=false", "sink.enabled=false", "logger.enabled=false"))
     assert not [name for name in alerts if name.startswith(("ApdDrift", "ApdSink", "ApdData", "ApdConf"))]
     assert "ApdHighPredictLatencyP95" in alerts
 
@@ -385,7 +373,7 @@ def test_thresholds_come_from_values(helm: Helm, tmp_path: Path) -> None:
     values = tmp_path / "thresholds.yaml"  # a file: `--set` passes 0.3 as a string
     drift = {"share": 0.3, "confidenceDrop": 0.2, "meanProbabilityShift": 0.05, "staleAfterSeconds": 7200}
     values.write_text(yaml.safe_dump({"monitoring": {"rules": {"drift": drift}}}))
-    alerts = _alerts(_rendered_rules(helm, files=(values,)))
+    alerts = alert_rules(rendered_rules(helm, files=(values,)))
     assert ">= 0.3\n" in alerts["ApdDataDrift"]["expr"]
     assert "> 0.2\n" in alerts["ApdConfidenceDrop"]["expr"]
     assert ">= 0.05\n" in alerts["ApdPredictionDrift"]["expr"]
@@ -394,8 +382,8 @@ def test_thresholds_come_from_values(helm: Helm, tmp_path: Path) -> None:
 
 
 def test_predictor_down_is_not_an_alert_when_scaling_to_zero(helm: Helm) -> None:
-    assert "ApdPredictorDown" in _alerts(_rendered_rules(helm))
-    assert "ApdPredictorDown" not in _alerts(_rendered_rules(helm, "predictor.minReplicas=0"))
+    assert "ApdPredictorDown" in alert_rules(rendered_rules(helm))
+    assert "ApdPredictorDown" not in alert_rules(rendered_rules(helm, "predictor.minReplicas=0"))
 
 
 def _render_annotation(text: str, labels: dict[str, str], value: str) -> str:
@@ -428,9 +416,14 @@ def _promtool_test(promtool: str, tmp_path: Path, spec: dict[str, Any], tests: l
 GROUP = {"job": "apd-drift", "model_name": "apd-detector", "namespace": "apd", "instance": "10.0.0.7:9091"}
 
 
-def _drift_series(labels: dict[str, str], values: dict[str, str]) -> list[dict[str, str]]:
-    """Input series of one drift group; ``values`` maps gauge names (without apd_drift_) to promtool values."""
+def _drift_series(
+    labels: dict[str, str], share: str, drop: str, shift: str, alert: str, runs: str
+) -> list[dict[str, str]]:
+    """Input series of one drift group: its gauges' promtool values (share, confidence drop, mean probability shift,
+    the job's alert verdict, the time of its latest run)."""
     rendered = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    values = {"share": share, "confidence_drop": drop, "mean_probability_shift": shift, "alert": alert,
+              "last_run_timestamp_seconds": runs}  # fmt: skip
     return [{"series": f"apd_drift_{name}{{{rendered}}}", "values": v} for name, v in values.items()]
 
 
@@ -439,45 +432,18 @@ RUNS = "0 0 0 0 0 0 0 0 0 0 600 600 600 600 600 600 600 600 600 600 1200 1200 12
 
 
 def test_drift_alerts_fire_on_drifted_series_only(helm: Helm, promtool: str, tmp_path: Path) -> None:
-    spec = _rendered_rules(helm)
-    rules = _alerts(spec)
+    spec = rendered_rules(helm)
+    rules = alert_rules(spec)
     drifted = {**GROUP, "model_version": "4", "endpoint": "canary"}
     normal = {**GROUP, "model_version": "3", "endpoint": "default"}
     verdict = {**GROUP, "model_version": "5", "endpoint": "shadow"}
     series = [
         # The canary drifted: 60 % of its features, a confidence drop of 0.16 (over 0.15), the mean probability +0.12.
-        *_drift_series(
-            drifted,
-            {
-                "share": "0.6x29",
-                "confidence_drop": "0.16x29",
-                "mean_probability_shift": "0.12x29",
-                "alert": "0x29",
-                "last_run_timestamp_seconds": RUNS,
-            },
-        ),
+        *_drift_series(drifted, "0.6x29", "0.16x29", "0.12x29", "0x29", RUNS),
         # The default endpoint is normal: a confidence drop of 0.14, just under the incident's 0.15.
-        *_drift_series(
-            normal,
-            {
-                "share": "0.2x29",
-                "confidence_drop": "0.14x29",
-                "mean_probability_shift": "-0.02x29",
-                "alert": "0x29",
-                "last_run_timestamp_seconds": RUNS,
-            },
-        ),
+        *_drift_series(normal, "0.2x29", "0.14x29", "-0.02x29", "0x29", RUNS),
         # A small shift, but the drift job's own verdict says alert.
-        *_drift_series(
-            verdict,
-            {
-                "share": "0.1x29",
-                "confidence_drop": "0x29",
-                "mean_probability_shift": "-0.04x29",
-                "alert": "1x29",
-                "last_run_timestamp_seconds": RUNS,
-            },
-        ),
+        *_drift_series(verdict, "0.1x29", "0x29", "-0.04x29", "1x29", RUNS),
     ]
 
     alert_tests = [
@@ -510,28 +476,17 @@ def test_drift_alerts_fire_on_drifted_series_only(helm: Helm, promtool: str, tmp
 def test_drift_alerts_ignore_old_and_stale_groups(helm: Helm, promtool: str, tmp_path: Path) -> None:
     """The Pushgateway keeps every group: a replaced model version's last values, and a drift job that stopped,
     must not alert as if they were news; the stopped job raises ApdDriftJobStale instead."""
-    spec = _rendered_rules(helm)
-    rules = _alerts(spec)
-    drifted = {"share": "0.9x300", "confidence_drop": "0.5x300", "mean_probability_shift": "0.4x300", "alert": "1x300"}
+    spec = rendered_rules(helm)
+    rules = alert_rules(spec)
+    drifted = ("0.9x300", "0.5x300", "0.4x300", "1x300")  # share, confidence drop, mean shift, alert
     old = {**GROUP, "model_version": "2", "endpoint": "default"}
     current = {**GROUP, "model_version": "3", "endpoint": "default"}
     replaced = [
         # Version 2 drifted and was replaced by version 3 at 10 minutes; its frozen group stays in the Pushgateway.
-        *_drift_series(old, {**drifted, "last_run_timestamp_seconds": "0x300"}),
-        *_drift_series(
-            current,
-            {
-                "share": "0.1x300",
-                "confidence_drop": "0x300",
-                "mean_probability_shift": "0x300",
-                "alert": "0x300",
-                "last_run_timestamp_seconds": "_x10 600+60x289",
-            },
-        ),
+        *_drift_series(old, *drifted, "0x300"),
+        *_drift_series(current, "0.1x300", "0x300", "0x300", "0x300", "_x10 600+60x289"),
     ]
-    stopped = _drift_series(
-        {**GROUP, "model_version": "3", "endpoint": "default"}, {**drifted, "last_run_timestamp_seconds": "0x300"}
-    )
+    stopped = _drift_series({**GROUP, "model_version": "3", "endpoint": "default"}, *drifted, "0x300")
     tests: list[dict[str, Any]] = [
         {
             "interval": "1m",
@@ -586,9 +541,9 @@ def test_drift_alerts_ignore_old_and_stale_groups(helm: Helm, promtool: str, tmp
     _promtool_test(promtool, tmp_path, spec, tests)
 
 
-def test_sink_alerts(helm: Helm, promtool: str, tmp_path: Path) -> None:
-    spec = _rendered_rules(helm)
-    rules = _alerts(spec)
+def test_sinkalert_rules(helm: Helm, promtool: str, tmp_path: Path) -> None:
+    spec = rendered_rules(helm)
+    rules = alert_rules(spec)
     growing = {"job": "apd-sink", "namespace": "apd", "pod": "apd-sink-1"}
     steady = {"job": "apd-sink", "namespace": "apd", "pod": "apd-sink-2"}
 

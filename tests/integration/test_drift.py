@@ -6,87 +6,33 @@ import json
 import subprocess
 import time
 import urllib.request
-import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import torch
 from minio import Minio
 from prometheus_client.parser import text_string_to_metric_families
 
-from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
-from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.artifact import REFERENCE_FILE
 from components.common.records import RECORD_SCHEMA
-from components.common.settings import DriftSettings, MlflowSettings, S3Settings, SinkSettings
-from components.common.tracking import setup_tracking
-from components.common.transforms import Preprocessing
+from components.common.settings import DriftSettings, MlflowSettings, S3Settings
 from components.monitoring.job import DriftJob, run_drift
 from components.monitoring.publish import GROUPING_LABELS, PUSH_JOB, DriftGauge
 from components.monitoring.result import DriftResult
-from tests.conftest import free_port
+from tests.helpers.artifacts import detector, package_artifact, register_artifact
+from tests.helpers.net import free_port
+from tests.helpers.servers import MODEL
+from tests.helpers.sink_records import LEGACY_SCHEMA, SINK, put_records, sink_table
 from tests.unit.monitoring.synthetic import NEW_UPLOAD_TOOL, records
 
 pytestmark = pytest.mark.integration
 
-MODEL = "apd-detector"
-SINK = SinkSettings()
 DAY = datetime(2026, 11, 1, tzinfo=UTC)  # the quiet day; the next one is the drifted day
 PUSHGATEWAY = Path("/usr/bin/prometheus-pushgateway")
-
-
-def sink_table(frame: pd.DataFrame, start: datetime, hours: float, endpoint: str, version: str, seed: int) -> pa.Table:
-    """``frame``'s records as the payload sink writes them, spread at random over [start, start + hours)."""
-    rng = np.random.default_rng(seed)
-    n = len(frame)
-    out = frame.drop(columns=["label"], errors="ignore").copy()
-    seconds = np.sort(rng.uniform(0, hours * 3600, n)).round(6)  # the sink keeps microseconds
-    out["time"] = pd.to_datetime(start) + pd.to_timedelta(seconds, unit="s").round("us")
-    out["event_id"] = [str(uuid.UUID(int=int(rng.integers(2**63)))) for _ in range(n)]
-    out["image_index"] = 0
-    out["inference_service"], out["namespace"], out["endpoint"] = MODEL, "apd", endpoint
-    out["model_name"], out["model_version"] = MODEL, version
-    out["image_sha256"] = [f"{i:064x}" for i in rng.integers(0, 2**62, n)]
-    out["decode_error"], out["paired"] = None, True
-    defaults = {"ai_declared": False, "c2pa": "absent", "provenance_generator": None, "verdict_source": "pixels"}
-    for name, value in defaults.items():
-        if name not in out:
-            out[name] = value
-    return pa.Table.from_pandas(out[RECORD_SCHEMA.names], schema=RECORD_SCHEMA, preserve_index=False)
-
-
-# The sink's schema before it recorded the provenance evidence: the drift job still reads such files.
-LEGACY_SCHEMA = pa.schema(
-    [f for f in RECORD_SCHEMA if f.name not in {"ai_declared", "c2pa", "provenance_generator", "verdict_source"}]
-)
-
-
-def put_records(s3: S3Settings, table: pa.Table, files: int = 3, schema: pa.Schema = RECORD_SCHEMA) -> int:
-    """Upload ``table`` into the sink's layout (one folder per UTC date), ``files`` Parquet parts per date, written
-    with ``schema``."""
-    client = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False)
-    if not client.bucket_exists(SINK.bucket):
-        client.make_bucket(SINK.bucket)
-    frame = table.to_pandas()
-    written = 0
-    for day, rows in frame.groupby(frame["time"].dt.strftime("%Y-%m-%d")):
-        version = rows["model_version"].iloc[0]
-        for part in np.array_split(np.arange(len(rows)), files):
-            data = pa.Table.from_pandas(rows.iloc[part], schema=schema, preserve_index=False)
-            buffer = pa.BufferOutputStream()
-            pq.write_table(data, buffer, compression="zstd")
-            body = buffer.getvalue().to_pybytes()
-            key = f"{SINK.prefix}/date={day}/model={MODEL}/version={version}/part-{uuid.uuid4().hex}.parquet"
-            client.put_object(SINK.bucket, key, pa.BufferReader(body), len(body))
-            written += 1
-    return written
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +40,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> MlflowSettings:
     """MLflow on SQLite with version 1 of MODEL (alias champion): a real small artifact, synthetic reference."""
     tmp = tmp_path_factory.mktemp("registry")
     tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifact_root=str(tmp / "artifacts"))
-    experiment = setup_tracking(tracking)
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64))).eval()
-    save_checkpoint(model, tmp / "model.pt", {"train_config": {}, "dataset_version": "test"})
-    config = ArtifactConfig(model.config, 0.45, "test")
     folder = tmp / "detector"
-    write_artifact(folder, tmp / "model.pt", config, {"test_accuracy": 0.9})
+    config = package_artifact(detector(), folder, threshold=0.45, metrics={"test_accuracy": 0.9}, onnx=False)
     records(600, seed=1, config=config).to_parquet(folder / REFERENCE_FILE)  # the validation images' stand-in
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_artifacts(str(folder), "detector")
-    client = mlflow.MlflowClient()
-    client.create_registered_model(MODEL)
-    version = client.create_model_version(MODEL, f"{run.info.artifact_uri}/detector", run.info.run_id)
-    client.set_registered_model_alias(MODEL, "champion", version.version)
+    register_artifact(tracking, folder, MODEL)
     return tracking
 
 

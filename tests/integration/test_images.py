@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
@@ -151,9 +151,9 @@ class Container:
 
 @pytest.fixture(scope="module")
 def serving(images: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    from tests.integration.test_serving import _artifact  # a real detector folder, as register writes it
+    from tests.helpers.artifacts import detector_artifact  # torch: imported only when the image tests run
 
-    models = _artifact(tmp_path_factory.mktemp("image") / "models")
+    models = detector_artifact(tmp_path_factory.mktemp("image") / "models")  # a real detector, as register writes it
     container = Container(models)
     print(f"\nserving cold start (podman run -> {MODEL} ready): {container.cold_start:.1f} s")
     yield container

@@ -22,22 +22,14 @@ from minio import Minio
 from components.common.settings import S3Settings
 from pipelines.batch import batch_scoring_pipeline
 from pipelines.local import run_local
-from tests.conftest import encode, free_port
-from tests.integration.test_serving import Server, _artifact
-from tests.provenance_files import fixture_table
+from tests.helpers.images import encode
+from tests.helpers.net import free_port
+from tests.helpers.servers import ModelServer
 
 pytestmark = pytest.mark.integration
 
 CORRUPT = "the JPEG image is truncated or corrupt"
 GIF = "GIF images are not accepted; accepted formats: JPEG, PNG, WEBP"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("predict-serving")
-    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +63,10 @@ def _csv(path: Path) -> dict[str, dict[str, str]]:
 
 
 def test_a_folder_scores_into_csv_with_error_rows_and_a_rerun_skips_everything(
-    server: Server, catalogue: Path, tmp_path: Path
+    model_server: ModelServer, catalogue: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "results.csv"
-    done = _predict(str(catalogue), "--out", str(out), "--url", server.url)
+    done = _predict(str(catalogue), "--out", str(out), "--url", model_server.url)
     assert done.returncode == 0, done.stderr
     assert "scored 3, errors 2, skipped 0" in done.stdout
     rows = _csv(out)
@@ -91,19 +83,19 @@ def test_a_folder_scores_into_csv_with_error_rows_and_a_rerun_skips_everything(
     assert rows[str(catalogue / "anim.gif")]["error"] == GIF
     assert rows[str(catalogue / "anim.gif")]["probability"] == ""
     before = out.read_bytes()
-    again = _predict(str(catalogue), "--out", str(out), "--url", server.url)
+    again = _predict(str(catalogue), "--out", str(out), "--url", model_server.url)
     assert again.returncode == 0, again.stderr
     assert "scored 0, errors 0, skipped 5" in again.stdout
     assert out.read_bytes() == before
 
 
-def test_rest_and_grpc_give_the_same_probabilities(server: Server, catalogue: Path, tmp_path: Path) -> None:
+def test_rest_and_grpc_give_the_same_probabilities(model_server: ModelServer, catalogue: Path, tmp_path: Path) -> None:
     archive = tmp_path / "more.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("d.jpg", encode("JPEG", (200, 150), seed=6))
-    rest = _predict(str(catalogue), str(archive), "--out", str(tmp_path / "rest.parquet"), "--url", server.url)
+    rest = _predict(str(catalogue), str(archive), "--out", str(tmp_path / "rest.parquet"), "--url", model_server.url)
     grpc = _predict(str(catalogue), str(archive), "--out", str(tmp_path / "grpc.jsonl"),
-                    "--url", f"127.0.0.1:{server.grpc}", "--protocol", "grpc", "--batch-size", "2")  # fmt: skip
+                    "--url", f"127.0.0.1:{model_server.grpc}", "--protocol", "grpc", "--batch-size", "2")  # fmt: skip
     assert rest.returncode == 0, rest.stderr
     assert grpc.returncode == 0, grpc.stderr
     by_rest = {r["source"]: r for r in pq.read_table(tmp_path / "rest.parquet").to_pylist()}
@@ -119,41 +111,42 @@ def test_rest_and_grpc_give_the_same_probabilities(server: Server, catalogue: Pa
             assert other["probability"] is None
 
 
-def test_provenance_columns_over_rest_and_grpc(server: Server, tmp_path: Path) -> None:
+def test_provenance_columns_over_rest_and_grpc(
+    model_server: ModelServer, declared: dict[str, bytes], tmp_path: Path
+) -> None:
     """What the files declare reaches every output format, the same over both protocols."""
-    table = fixture_table()
     folder = tmp_path / "declared"
     folder.mkdir()
     names = {"c2pa_ai_jpeg": "signed.jpg", "comfyui_png": "comfy.png", "camera_exif_jpeg": "camera.jpg",
              "plain_jpeg": "plain.jpg"}  # fmt: skip
     for key, name in names.items():
-        (folder / name).write_bytes(table[key])
-    rest = _predict(str(folder), "--out", str(tmp_path / "rest.parquet"), "--url", server.url)
-    grpc = _predict(str(folder), "--out", str(tmp_path / "grpc.csv"), "--url", f"127.0.0.1:{server.grpc}",
+        (folder / name).write_bytes(declared[key])
+    rest = _predict(str(folder), "--out", str(tmp_path / "rest.parquet"), "--url", model_server.url)
+    grpc = _predict(str(folder), "--out", str(tmp_path / "grpc.csv"), "--url", f"127.0.0.1:{model_server.grpc}",
                     "--protocol", "grpc")  # fmt: skip
     assert rest.returncode == 0, rest.stderr
     assert grpc.returncode == 0, grpc.stderr
     by_rest = {Path(r["source"]).name: r for r in pq.read_table(tmp_path / "rest.parquet").to_pylist()}
     by_grpc = {Path(source).name: row for source, row in _csv(tmp_path / "grpc.csv").items()}
-    expected = {  # ai_declared, c2pa (no trust anchors configured: valid), generator, verdict source
-        "signed.jpg": (True, "valid", "DALL-E", "provenance"),
+    expected = {  # ai_declared, c2pa (the server trusts the test CA), generator, verdict source
+        "signed.jpg": (True, "trusted", "DALL-E", "provenance"),
         "comfy.png": (True, "absent", "ComfyUI", "provenance"),
         "camera.jpg": (False, "absent", None, "pixels"),
         "plain.jpg": (False, "absent", None, "pixels"),
     }
-    for name, (declared, c2pa, generator, source) in expected.items():
+    for name, (ai_declared, c2pa, generator, source) in expected.items():
         row, other = by_rest[name], by_grpc[name]
         assert (row["ai_declared"], row["c2pa"], row["provenance_generator"], row["verdict_source"]) == (
-            declared, c2pa, generator, source,
+            ai_declared, c2pa, generator, source,
         ), name  # fmt: skip
         assert (other["ai_declared"], other["c2pa"], other["provenance_generator"], other["verdict_source"]) == (
-            str(declared), c2pa, generator or "", source,
+            str(ai_declared), c2pa, generator or "", source,
         ), name  # fmt: skip
-        if declared:
+        if ai_declared:
             assert row["label"] == other["label"] == "ai_generated"
 
 
-def test_an_s3_prefix(server: Server, catalogue: Path, s3_server: S3Settings, tmp_path: Path) -> None:
+def test_an_s3_prefix(model_server: ModelServer, catalogue: Path, s3_server: S3Settings, tmp_path: Path) -> None:
     client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, secure=False)
     client.make_bucket("photos")
     files = sorted(p for p in catalogue.rglob("*") if p.is_file())
@@ -163,7 +156,7 @@ def test_an_s3_prefix(server: Server, catalogue: Path, s3_server: S3Settings, tm
     env = {"APD_S3__ENDPOINT": s3_server.endpoint, "APD_S3__ACCESS_KEY": str(s3_server.access_key),
            "APD_S3__SECRET_KEY": str(s3_server.secret_key)}  # fmt: skip
     out = tmp_path / "s3.parquet"
-    done = _predict("s3://photos/batch-1", "--out", str(out), "--url", server.url, env=env)
+    done = _predict("s3://photos/batch-1", "--out", str(out), "--url", model_server.url, env=env)
     assert done.returncode == 0, done.stderr
     rows = {r["source"]: r for r in pq.read_table(out).to_pylist()}
     assert set(rows) == {f"s3://photos/batch-1/{p.relative_to(catalogue).as_posix()}" for p in files}
@@ -185,7 +178,7 @@ def web(catalogue: Path) -> Iterator[str]:
     httpd.server_close()
 
 
-def test_a_url_list(server: Server, catalogue: Path, web: str, tmp_path: Path) -> None:
+def test_a_url_list(model_server: ModelServer, catalogue: Path, web: str, tmp_path: Path) -> None:
     big = catalogue / "big.png"
     big.write_bytes(encode("PNG", (400, 400), seed=7))  # about 480 kB of noise
     urls = tmp_path / "urls.txt"
@@ -193,7 +186,9 @@ def test_a_url_list(server: Server, catalogue: Path, web: str, tmp_path: Path) -
     urls.write_text("# the catalogue\n" + "".join(f"{web}/{name}\n" for name in names))
     out = tmp_path / "urls.jsonl"
     try:
-        done = _predict(str(urls), "--out", str(out), "--url", server.url, env={"APD_IMAGES__MAX_BYTES": "300000"})
+        done = _predict(
+            str(urls), "--out", str(out), "--url", model_server.url, env={"APD_IMAGES__MAX_BYTES": "300000"}
+        )
     finally:
         big.unlink()
     assert done.returncode == 0, done.stderr
@@ -217,7 +212,7 @@ def test_a_server_that_is_down_is_an_error_that_names_it(tmp_path: Path) -> None
 
 
 def test_the_batch_scoring_pipeline_under_kfp_local(
-    server: Server, catalogue: Path, s3_server: S3Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_server: ModelServer, catalogue: Path, s3_server: S3Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, secure=False)
     client.make_bucket("catalogue")
@@ -226,7 +221,7 @@ def test_the_batch_scoring_pipeline_under_kfp_local(
     monkeypatch.setenv("APD_S3__ENDPOINT", s3_server.endpoint)  # the step is a subprocess that reads APD_*
     monkeypatch.setenv("APD_S3__ACCESS_KEY", str(s3_server.access_key))
     monkeypatch.setenv("APD_S3__SECRET_KEY", str(s3_server.secret_key))
-    task = run_local(batch_scoring_pipeline, tmp_path / "runs", source="s3://catalogue/2026-11", url=server.url)
+    task = run_local(batch_scoring_pipeline, tmp_path / "runs", source="s3://catalogue/2026-11", url=model_server.url)
     rows = pq.read_table(task.output.path).to_pylist()
     assert sorted(r["source"] for r in rows) == [
         "s3://catalogue/2026-11/a.jpg",

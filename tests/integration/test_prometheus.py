@@ -30,10 +30,11 @@ from components.common.features import FEATURE_NAMES
 from components.monitoring.publish import PUSH_JOB, push_gauges
 from components.monitoring.result import DriftResult
 from components.monitoring.signals import ColumnDrift, DriftSignals
-from tests.conftest import encode, free_port
 from tests.deploy import conftest as deploy
-from tests.deploy.test_dashboard import _alerts, _rendered_rules
-from tests.integration.test_serving import MODEL, Server, _artifact
+from tests.helpers.artifacts import detector_artifact
+from tests.helpers.images import encode
+from tests.helpers.net import free_port
+from tests.helpers.servers import MODEL, ModelServer
 from tests.unit.monitoring.synthetic import drift_result
 
 pytestmark = pytest.mark.integration
@@ -186,8 +187,8 @@ def _alerts_of(prometheus: str, group: dict[str, str]) -> dict[str, dict[str, An
 
 
 def test_the_charts_drift_alerts_fire_in_a_real_prometheus(helm: deploy.Helm, tmp_path: Path) -> None:
-    spec = _rendered_rules(helm)
-    rules = _alerts(spec)
+    spec = deploy.rendered_rules(helm)
+    rules = deploy.alert_rules(spec)
     drift_alerts = {"ApdDataDrift", "ApdConfidenceDrop", "ApdPredictionDrift"}
     assert not [rules[name]["for"] for name in drift_alerts if "for" in rules[name]], "expected to fire at once"
     # The rules select namespace="apd": on a cluster the Prometheus Operator adds the Pushgateway target's
@@ -252,7 +253,7 @@ def test_the_charts_drift_alerts_fire_in_a_real_prometheus(helm: deploy.Helm, tm
 
 
 def test_prometheus_scrapes_the_served_metrics(tmp_path: Path) -> None:
-    server = Server(tmp_path, str(_artifact(tmp_path / "mnt" / "models")))
+    server = ModelServer(tmp_path, str(detector_artifact(tmp_path / "mnt" / "models")))  # fresh counters
     try:
         status, body = server.call(
             "POST",

@@ -3,91 +3,29 @@ KServe's own REST client; a real (small, untrained) detector artifact, served fr
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pytest
 import torch
 
 from components.common.artifact import ArtifactConfig, export_onnx, write_artifact
-from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.model import ModelConfig, build_model
+from components.common.protocol import OUTPUTS
 from components.common.runtimes import ONNX_FILE
 from components.common.settings import MlflowSettings
-from components.common.tracking import setup_tracking
 from components.common.transforms import Preprocessing
-from tests.conftest import encode, free_port, png_claiming, wait_until_up
-from tests.provenance_files import fixture_table, signing_ca
+from tests.helpers.artifacts import detector, detector_artifact, package_artifact, register_artifact
+from tests.helpers.images import encode, png_claiming
+from tests.helpers.servers import MODEL, ModelServer
 
 pytestmark = pytest.mark.integration
-
-MODEL = "apd-detector"
-
-
-def _artifact(folder: Path) -> Path:
-    """A real detector (64 px, head untrained, seeded: every call gives the same one) packaged as register does."""
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64))).eval()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, folder.parent / "model.pt", {"train_config": {}, "dataset_version": "test"})
-    write_artifact(
-        folder, folder.parent / "model.pt", ArtifactConfig(model.config, 0.5, "test"), {"test_accuracy": 0.5}
-    )
-    export_onnx(model, folder / ONNX_FILE)
-    return folder
-
-
-class Server:
-    """`apd serve` in a subprocess on free loopback ports."""
-
-    def __init__(self, tmp: Path, model_uri: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
-        self.http, self.grpc = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http}"
-        self.log = (tmp / f"server-{self.http}.log").open("w")
-        command = [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_uri,
-                   "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
-        full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
-        # With workers, each one must have unpickled the model and opened its session: ready, not only live (two
-        # workers loading under load on 2 cores can take a while).
-        urls = [f"{self.url}/v2/health/live"] + ([f"{self.url}/v2/models/{MODEL}/ready"] if workers > 1 else [])
-        wait_until_up(self.process, Path(self.log.name), *urls, seconds=240, poll=0.5)
-
-    def call(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                text = response.read().decode()
-                return response.status, json.loads(text) if text.startswith(("{", "[")) else text
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode()
-            return exc.code, json.loads(text) if text.startswith("{") else text
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("serving")
-    (tmp / "anchors.pem").write_bytes(signing_ca().ca_pem)  # the test CA's signatures read as trusted
-    env = {"APD_PROVENANCE__TRUST_ANCHORS": str(tmp / "anchors.pem")}
-    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")), env)
-    yield running
-    running.stop()
 
 
 def _v1(*images: bytes) -> dict[str, object]:
@@ -102,26 +40,18 @@ def _v2(*images: bytes) -> dict[str, object]:
 JPEG, PNG, WEBP = encode("JPEG", (300, 200)), encode("PNG", (120, 90)), encode("WEBP", (80, 80))
 
 
-def test_health_metadata_and_model_list(server: Server) -> None:
-    assert server.call("GET", "/v2/health/ready")[0] == 200
-    assert server.call("GET", f"/v2/models/{MODEL}/ready")[0] == 200
-    assert server.call("GET", "/v1/models")[1] == {"models": [MODEL]}
-    assert server.call("GET", f"/v1/models/{MODEL}")[1]["ready"] is True
-    metadata = server.call("GET", f"/v2/models/{MODEL}")[1]
+def test_health_metadata_and_model_list(model_server: ModelServer) -> None:
+    assert model_server.call("GET", "/v2/health/ready")[0] == 200
+    assert model_server.call("GET", f"/v2/models/{MODEL}/ready")[0] == 200
+    assert model_server.call("GET", "/v1/models")[1] == {"models": [MODEL]}
+    assert model_server.call("GET", f"/v1/models/{MODEL}")[1]["ready"] is True
+    metadata = model_server.call("GET", f"/v2/models/{MODEL}")[1]
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
-    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
-        ("probability", "FP32"),
-        ("label", "BYTES"),
-        ("confidence", "BYTES"),
-        ("generator", "BYTES"),
-        ("generator_probability", "FP32"),
-        ("provenance", "BYTES"),
-        ("verdict_source", "BYTES"),
-    ]
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == list(OUTPUTS)  # pinned in test_protocol
 
 
-def test_v1_predicts_every_image_of_a_batch(server: Server) -> None:
-    status, body = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG, WEBP))
+def test_v1_predicts_every_image_of_a_batch(model_server: ModelServer) -> None:
+    status, body = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG, WEBP))
     assert status == 200
     predictions = body["predictions"]
     assert len(predictions) == 3
@@ -134,9 +64,9 @@ def test_v1_predicts_every_image_of_a_batch(server: Server) -> None:
         assert p["generator"] == {"name": "unknown", "probability": 0.0}  # a model without an attribution head
 
 
-def test_v2_rest_json_matches_v1(server: Server) -> None:
-    v1 = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
-    status, body = server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "r1", **_v2(JPEG, PNG)})
+def test_v2_rest_json_matches_v1(model_server: ModelServer) -> None:
+    v1 = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
+    status, body = model_server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "r1", **_v2(JPEG, PNG)})
     assert status == 200
     assert body["id"] == "r1"
     outputs = {o["name"]: o for o in body["outputs"]}
@@ -147,7 +77,7 @@ def test_v2_rest_json_matches_v1(server: Server) -> None:
     assert outputs["generator_probability"]["datatype"] == "FP32"
     assert outputs["generator_probability"]["data"] == [0.0, 0.0]
     # KServe 0.21 answers 500 to a request without an id unless the model sets one: ours does.
-    assert server.call("POST", f"/v2/models/{MODEL}/infer", _v2(PNG))[0] == 200
+    assert model_server.call("POST", f"/v2/models/{MODEL}/infer", _v2(PNG))[0] == 200
 
 
 @pytest.mark.parametrize(
@@ -168,11 +98,11 @@ def test_v2_rest_json_matches_v1(server: Server) -> None:
         ({"instances": ["abc"]}, "instances[0]: expected"),  # instance not an object
     ],
 )
-def test_v1_bad_input_is_a_400_that_says_why(server: Server, body: object, says: str) -> None:
-    status, answer = server.call("POST", f"/v1/models/{MODEL}:predict", body)
+def test_v1_bad_input_is_a_400_that_says_why(model_server: ModelServer, body: object, says: str) -> None:
+    status, answer = model_server.call("POST", f"/v1/models/{MODEL}:predict", body)
     assert status == 400, answer
     assert says in answer["error"]
-    assert server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))[0] == 200  # still serving
+    assert model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))[0] == 200  # still serving
 
 
 @pytest.mark.parametrize(
@@ -184,8 +114,8 @@ def test_v1_bad_input_is_a_400_that_says_why(server: Server, body: object, says:
         ([], "expected one input"),  # no input
     ],
 )
-def test_v2_bad_input_is_a_400_that_says_why(server: Server, inputs: list[object], says: str) -> None:
-    status, answer = server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "x", "inputs": inputs})
+def test_v2_bad_input_is_a_400_that_says_why(model_server: ModelServer, inputs: list[object], says: str) -> None:
+    status, answer = model_server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "x", "inputs": inputs})
     assert status == 400, answer
     assert says in answer["error"]
 
@@ -204,9 +134,11 @@ def test_v2_bad_input_is_a_400_that_says_why(server: Server, inputs: list[object
         (b"{}", 9999, "the body has"),  # header length past the body
     ],
 )
-def test_binary_extension_bad_requests_are_400(server: Server, header: bytes, length: int | None, says: str) -> None:
+def test_binary_extension_bad_requests_are_400(
+    model_server: ModelServer, header: bytes, length: int | None, says: str
+) -> None:
     request = urllib.request.Request(
-        f"{server.url}/v2/models/{MODEL}/infer",
+        f"{model_server.url}/v2/models/{MODEL}/infer",
         data=header + b"\x00\x01raw",
         method="POST",
         headers={
@@ -220,27 +152,27 @@ def test_binary_extension_bad_requests_are_400(server: Server, header: bytes, le
     assert says in json.loads(caught.value.read())["error"]
 
 
-def test_malformed_json_and_unknown_model(server: Server) -> None:
-    assert server.call("POST", f"/v1/models/{MODEL}:predict", raw=b"{not json")[0] == 400
-    assert server.call("POST", "/v1/models/nope:predict", _v1(PNG))[0] == 404
-    assert server.call("POST", "/v2/models/nope/infer", _v2(PNG))[0] == 404
+def test_malformed_json_and_unknown_model(model_server: ModelServer) -> None:
+    assert model_server.call("POST", f"/v1/models/{MODEL}:predict", raw=b"{not json")[0] == 400
+    assert model_server.call("POST", "/v1/models/nope:predict", _v1(PNG))[0] == 404
+    assert model_server.call("POST", "/v2/models/nope/infer", _v2(PNG))[0] == 404
 
 
-def test_metrics_move_when_requests_are_served(server: Server) -> None:
+def test_metrics_move_when_requests_are_served(model_server: ModelServer) -> None:
     def sample(name: str) -> float:
-        text = server.call("GET", "/metrics")[1]
+        text = model_server.call("GET", "/metrics")[1]
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     before, invalid_before = sample("apd_predictions_total"), sample('apd_invalid_requests_total{reason="empty"}')
-    server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG, JPEG))
-    server.call("POST", f"/v1/models/{MODEL}:predict", _v1(b""))
+    model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG, JPEG))
+    model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(b""))
     assert sample("apd_predictions_total") == before + 2
     assert sample('apd_invalid_requests_total{reason="empty"}') == invalid_before + 1
     assert sample("apd_image_bytes_count") > 0
     assert sample("apd_preprocess_seconds_count") > 0
 
 
-def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
+def test_tritonclient_http_and_grpc(model_server: ModelServer, tmp_path: Path) -> None:
     """tritonclient.grpc cannot share a process with kserve (duplicate protobuf symbols): both run in a child."""
     (tmp_path / "image.jpg").write_bytes(JPEG)
     script = textwrap.dedent(
@@ -248,7 +180,7 @@ def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
         import json, numpy as np, tritonclient.http as http, tritonclient.grpc as grpc
         import base64
         raw = open({str(tmp_path / "image.jpg")!r}, "rb").read()
-        h = http.InferenceServerClient("127.0.0.1:{server.http}")
+        h = http.InferenceServerClient("127.0.0.1:{model_server.http}")
         i = http.InferInput("image", [1], "BYTES")
         i.set_data_from_numpy(np.array([base64.b64encode(raw)], dtype=np.object_), binary_data=False)
         r = h.infer("{MODEL}", [i], request_id="t1", headers={{"Content-Type": "application/json"}},
@@ -258,7 +190,7 @@ def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
         b.set_data_from_numpy(np.array([raw], dtype=np.object_), binary_data=True)  # the binary-data extension
         plain = [http.InferRequestedOutput("probability", binary_data=False)]
         rb = h.infer("{MODEL}", [b], request_id="t3", outputs=plain)
-        g = grpc.InferenceServerClient("127.0.0.1:{server.grpc}")
+        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
         gi = grpc.InferInput("image", [1], "BYTES")
         gi.set_data_from_numpy(np.array([raw], dtype=np.object_))
         gr = g.infer("{MODEL}", [gi], request_id="t2")
@@ -274,11 +206,6 @@ def test_tritonclient_http_and_grpc(server: Server, tmp_path: Path) -> None:
     assert result["http"] == pytest.approx(result["grpc"], abs=1e-5)
     assert result["binary"] == pytest.approx(result["http"], abs=1e-5)  # raw bytes, no 500 from KServe
     assert result["grpc_label"] in {"real", "ai_generated"}
-
-
-@pytest.fixture(scope="module")
-def declared() -> dict[str, bytes]:
-    return fixture_table()
 
 
 # fixture -> (label forced to ai_generated by the file's own declaration, C2PA state with the test CA trusted)
@@ -298,10 +225,10 @@ DECLARATIONS = {
 
 
 def test_v1_answers_carry_provenance_and_a_declaration_decides_the_label(
-    server: Server, declared: dict[str, bytes]
+    model_server: ModelServer, declared: dict[str, bytes]
 ) -> None:
     names = list(DECLARATIONS)
-    status, body = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(*(declared[n] for n in names)))
+    status, body = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(*(declared[n] for n in names)))
     assert status == 200
     for name, p in zip(names, body["predictions"], strict=True):
         ai_declared, c2pa = DECLARATIONS[name]
@@ -316,16 +243,20 @@ def test_v1_answers_carry_provenance_and_a_declaration_decides_the_label(
     assert by_name["billion_laughs_jpeg"]["provenance"]["unreadable"] == ["xmp"]
 
 
-def test_hostile_metadata_never_turns_a_valid_image_into_an_error(server: Server, declared: dict[str, bytes]) -> None:
-    status, body = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(declared["giant_text_png"]))
+def test_hostile_metadata_never_turns_a_valid_image_into_an_error(
+    model_server: ModelServer, declared: dict[str, bytes]
+) -> None:
+    status, body = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(declared["giant_text_png"]))
     assert status == 200  # a 9 MB text chunk: the image is scored, the chunk reported unreadable
     assert body["predictions"][0]["provenance"]["unreadable"] == ["png_text"]
 
 
-def test_v2_rest_provenance_output_is_the_v1_object_as_json(server: Server, declared: dict[str, bytes]) -> None:
+def test_v2_rest_provenance_output_is_the_v1_object_as_json(
+    model_server: ModelServer, declared: dict[str, bytes]
+) -> None:
     images = declared["c2pa_ai_png"], declared["plain_jpeg"]
-    v1 = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(*images))[1]["predictions"]
-    status, body = server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "p1", **_v2(*images)})
+    v1 = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(*images))[1]["predictions"]
+    status, body = model_server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "p1", **_v2(*images)})
     assert status == 200
     outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["provenance"]["datatype"] == "BYTES"
@@ -334,14 +265,14 @@ def test_v2_rest_provenance_output_is_the_v1_object_as_json(server: Server, decl
     assert outputs["label"]["data"][0] == "ai_generated"
 
 
-def test_v2_grpc_carries_provenance(server: Server, declared: dict[str, bytes], tmp_path: Path) -> None:
+def test_v2_grpc_carries_provenance(model_server: ModelServer, declared: dict[str, bytes], tmp_path: Path) -> None:
     """tritonclient.grpc in a child process (it cannot share one with kserve)."""
     (tmp_path / "signed.jpg").write_bytes(declared["c2pa_ai_jpeg"])
     script = textwrap.dedent(
         f"""
         import json, numpy as np, tritonclient.grpc as grpc
         raw = open({str(tmp_path / "signed.jpg")!r}, "rb").read()
-        g = grpc.InferenceServerClient("127.0.0.1:{server.grpc}")
+        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
         i = grpc.InferInput("image", [1], "BYTES")
         i.set_data_from_numpy(np.array([raw], dtype=np.object_))
         r = g.infer("{MODEL}", [i], request_id="g1")
@@ -356,19 +287,19 @@ def test_v2_grpc_carries_provenance(server: Server, declared: dict[str, bytes], 
     assert (result["verdict_source"], result["label"]) == ("provenance", "ai_generated")
 
 
-def test_provenance_metrics(server: Server, declared: dict[str, bytes]) -> None:
+def test_provenance_metrics(model_server: ModelServer, declared: dict[str, bytes]) -> None:
     def sample(name: str) -> float:
-        text = server.call("GET", "/metrics")[1]
+        text = model_server.call("GET", "/metrics")[1]
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     trusted = 'apd_provenance_images_total{ai_declared="true",c2pa="trusted"}'
     before, timed = sample(trusted), sample("apd_provenance_seconds_count")
-    server.call("POST", f"/v1/models/{MODEL}:predict", _v1(declared["c2pa_ai_jpeg"], declared["plain_jpeg"]))
+    model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(declared["c2pa_ai_jpeg"], declared["plain_jpeg"]))
     assert sample(trusted) == before + 1
     assert sample("apd_provenance_seconds_count") == timed + 2
 
 
-def test_kserve_rest_client(server: Server) -> None:
+def test_kserve_rest_client(model_server: ModelServer) -> None:
     import asyncio
 
     from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
@@ -376,7 +307,9 @@ def test_kserve_rest_client(server: Server) -> None:
     async def infer() -> np.ndarray:
         client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
         tensor = InferInput("image", [1], "BYTES", [base64.b64encode(PNG).decode()])
-        response = await client.infer(server.url, InferRequest(MODEL, [tensor], request_id="k1"), model_name=MODEL)
+        response = await client.infer(
+            model_server.url, InferRequest(MODEL, [tensor], request_id="k1"), model_name=MODEL
+        )
         await client.close()
         return response.outputs[0].as_numpy()
 
@@ -386,15 +319,9 @@ def test_kserve_rest_client(server: Server) -> None:
 def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
     """models:/NAME@champion is resolved through MLflow; an unloadable model leaves the server up but not ready."""
     tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "art"))
-    experiment = setup_tracking(tracking)
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_artifacts(str(_artifact(tmp_path / "pkg" / "detector")), "detector")
-    client = mlflow.MlflowClient()
-    client.create_registered_model("apd-served")
-    version = client.create_model_version("apd-served", f"{run.info.artifact_uri}/detector", run.info.run_id)
-    client.set_registered_model_alias("apd-served", "champion", version.version)
+    register_artifact(tracking, detector_artifact(tmp_path / "pkg" / "detector"), "apd-served")
     env = {"APD_MLFLOW__TRACKING_URI": tracking.tracking_uri}
-    registry = Server(tmp_path, "models:/apd-served@champion", env)
+    registry = ModelServer(tmp_path, "models:/apd-served@champion", env)
     try:
         status, body = registry.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))
         assert status == 200
@@ -405,7 +332,7 @@ def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{}")
-    bad = Server(tmp_path, str(broken))
+    bad = ModelServer(tmp_path, str(broken))
     try:
         assert bad.call("GET", "/v2/health/live")[0] == 200  # the process is up (KServe's server ready is too)
         assert bad.call("GET", f"/v2/models/{MODEL}/ready")[0] == 503  # the readiness probe to use
@@ -416,20 +343,20 @@ def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
         bad.stop()
 
 
-def test_explain_returns_a_heatmap_png_of_the_image_size(server: Server) -> None:
+def test_explain_returns_a_heatmap_png_of_the_image_size(model_server: ModelServer) -> None:
     import io
 
     from PIL import Image
 
-    predicted = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG))[1]["predictions"][0]
-    status, body = server.call("POST", f"/v1/models/{MODEL}:explain", _v1(JPEG))
+    predicted = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG))[1]["predictions"][0]
+    status, body = model_server.call("POST", f"/v1/models/{MODEL}:explain", _v1(JPEG))
     assert status == 200
     [explanation] = body["explanations"]
     assert explanation["probability"] == pytest.approx(predicted["probability"], abs=1e-4)
     with Image.open(io.BytesIO(base64.b64decode(explanation["heatmap"]["b64"]))) as heatmap:
         assert heatmap.format == "PNG"
         assert heatmap.size == (300, 200)
-    assert server.call("POST", f"/v1/models/{MODEL}:explain", _v1(b"nope"))[0] == 400
+    assert model_server.call("POST", f"/v1/models/{MODEL}:explain", _v1(b"nope"))[0] == 400
 
 
 def _load(folder: Path, runtime: str, precision: str = "fp32") -> Any:
@@ -441,7 +368,7 @@ def _load(folder: Path, runtime: str, precision: str = "fp32") -> Any:
 
 
 def test_every_fp32_runtime_gives_the_same_probabilities(tmp_path: Path) -> None:
-    folder = _artifact(tmp_path / "models")
+    folder = detector_artifact(tmp_path / "models")
     models = {runtime: _load(folder, runtime) for runtime in ("openvino", "onnxruntime", "torch")}
     assert all(m.load() for m in models.values())
     images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
@@ -452,16 +379,12 @@ def test_every_fp32_runtime_gives_the_same_probabilities(tmp_path: Path) -> None
 
 def test_every_fp32_runtime_attributes_the_same_generator(tmp_path: Path) -> None:
     """An artifact with an attribution head: the same generator name and probability in every fp32 runtime."""
-    config = ModelConfig(preprocessing=Preprocessing(image_size=64), generators=("flux", "sdxl"))
-    torch.manual_seed(0)
-    model = build_model(config).eval()
+    model = detector(ModelConfig(preprocessing=Preprocessing(image_size=64), generators=("flux", "sdxl")))
     with torch.no_grad():
         assert model.attribution is not None
         model.attribution.weight.mul_(50)  # an untrained head is near-uniform: give it opinions
     folder = tmp_path / "models"
-    save_checkpoint(model, tmp_path / "model.pt")
-    write_artifact(folder, tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
-    export_onnx(model, folder / ONNX_FILE)
+    package_artifact(model, folder, metrics={})
     images = [JPEG, PNG, WEBP, encode("JPEG", (1600, 1200), seed=7)]
     answers = {}
     for runtime in ("openvino", "onnxruntime", "torch"):
@@ -517,7 +440,7 @@ def test_an_artifact_from_before_native_crops_serves_as_it_did(tmp_path: Path) -
 
 
 def test_a_precision_loads_only_when_the_evaluation_enabled_it(tmp_path: Path) -> None:
-    folder = _artifact(tmp_path / "models")
+    folder = detector_artifact(tmp_path / "models")
     # The artifact's config enables the fp32 variants only (what evaluate writes when bf16/int8 drift too far).
     assert not _load(folder, "openvino", "bf16").load()
     assert not _load(folder, "onnxruntime", "bf16").load()  # bf16 exists on OpenVINO only
@@ -533,10 +456,10 @@ def test_a_precision_loads_only_when_the_evaluation_enabled_it(tmp_path: Path) -
     assert not _load(folder, "openvino", "int8").load()  # enabled, but this artifact has no model.int8.onnx
 
 
-def test_several_worker_processes_serve_the_same_answers(server: Server, tmp_path: Path) -> None:
+def test_several_worker_processes_serve_the_same_answers(model_server: ModelServer, tmp_path: Path) -> None:
     """--workers 2: KServe pickles the loaded model into each process; each opens its own inference engine."""
-    single = server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
-    pair = Server(tmp_path, str(_artifact(tmp_path / "models")), {"OMP_NUM_THREADS": "1"}, workers=2)
+    single = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
+    pair = ModelServer(tmp_path, str(detector_artifact(tmp_path / "models")), {"OMP_NUM_THREADS": "1"}, workers=2)
     try:
         for _ in range(4):  # requests spread over both processes
             status, body = pair.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))

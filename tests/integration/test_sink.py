@@ -24,8 +24,10 @@ from moto.server import ThreadedMotoServer
 
 from components.common.features import CATEGORICAL_FEATURES, FEATURE_NAMES
 from components.common.settings import S3Settings
-from tests.conftest import empty_s3_server, encode, free_port, wait_until_up
-from tests.unit.test_sink_events import ce_headers, v1_request, v1_response, v2_request, v2_response
+from tests.helpers.events import ce_headers, v1_request, v1_response, v2_request, v2_response
+from tests.helpers.images import encode
+from tests.helpers.net import free_port, wait_until_up
+from tests.helpers.servers import empty_s3_server
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from components.ingest import ingest_dataset
 from components.train import TrainConfig, train_detector
 from pipelines.local import run_local
 from pipelines.training import training_pipeline
-from tests.integration.test_serving import Server
+from tests.helpers.servers import ModelServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,7 +123,7 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     evaluation = json.loads(next((tmp_path / "runs").glob("*/evaluate/evaluation")).read_text())
     dataset = next((tmp_path / "runs").glob("*/ingest/dataset"))
     manifest = pd.read_parquet(dataset / "manifest.parquet").set_index("sha256")
-    server = Server(tmp_path, "models:/apd-test@champion")
+    server = ModelServer(tmp_path, "models:/apd-test@champion")
     try:
         for sha, expected in list(evaluation["val_predictions"].items())[:4]:
             image = base64.b64encode((dataset / manifest.loc[sha, "path"]).read_bytes()).decode()

@@ -26,9 +26,9 @@ from starlette.testclient import TestClient
 
 from components.common.settings import ImageLimits, UiSettings
 from serving.ui import PRIMARY, ModelServers, create_app
-from tests.conftest import encode, free_port, wait_until_up
-from tests.integration.test_serving import MODEL, Server, _artifact
-from tests.provenance_files import fixture_table, signing_ca
+from tests.helpers.images import encode
+from tests.helpers.net import free_port, wait_until_up
+from tests.helpers.servers import MODEL, ModelServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,39 +51,24 @@ _GRAIN = np.random.default_rng(0).integers(-64, 65, _UPSCALED.shape)  # sensor-l
 LARGE_PHOTO = _jpeg(Image.fromarray(np.clip(_UPSCALED + _GRAIN, 0, 255).astype(np.uint8)), quality=95)
 CORRUPT = PHOTO[: len(PHOTO) // 3]  # a truncated JPEG: right magic bytes, the rest missing
 GIF = encode("GIF", (80, 60))
-# Files that declare their origin (tests/provenance_files.py), uploaded under these names.
+# Files that declare their origin (tests/helpers/provenance_files.py), uploaded under these names.
 DECLARING = {"c2pa_ai_jpeg": "c2pa-ai.jpg", "c2pa_tampered_jpeg": "c2pa-edited-after-signing.jpg",
              "a1111_png": "a1111.png", "camera_exif_jpeg": "canon.jpg", "plain_jpeg": "plain.jpg",
              "billion_laughs_jpeg": "hostile-xmp.jpg"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("ui-serving")
-    (tmp / "anchors.pem").write_bytes(signing_ca().ca_pem)  # the test CA's C2PA signatures read as trusted
-    env = {"APD_PROVENANCE__TRUST_ANCHORS": str(tmp / "anchors.pem")}
-    running = Server(tmp, str(_artifact(tmp / "mnt" / "models")), env)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def declared() -> dict[str, bytes]:
-    return fixture_table()
 
 
 # ---- the backend proxy, in process (TestClient runs the app's lifespan: its real httpx client) ----
 
 
 @pytest.fixture(scope="module")
-def proxy(model_server: Server) -> Iterator[TestClient]:
+def proxy(model_server: ModelServer) -> Iterator[TestClient]:
     """The page's backend with the real model server, and a compare server that is down (a closed port)."""
     settings = UiSettings(model_url=model_server.url, compare_url=f"http://127.0.0.1:{free_port()}", timeout=30)
     with TestClient(create_app(settings, ImageLimits())) as client:
         yield client
 
 
-def test_models_lists_what_each_server_serves_and_the_limits(proxy: TestClient, model_server: Server) -> None:
+def test_models_lists_what_each_server_serves_and_the_limits(proxy: TestClient, model_server: ModelServer) -> None:
     answer = proxy.get("/api/models").json()
     primary, compare = answer["targets"]
     assert primary == {
@@ -100,7 +85,7 @@ def test_models_lists_what_each_server_serves_and_the_limits(proxy: TestClient, 
     assert answer["limits"]["formats"] == ["JPEG", "PNG", "WEBP"]
 
 
-def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model_server: Server) -> None:
+def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model_server: ModelServer) -> None:
     answer = proxy.post("/api/predict?compare=none", content=PHOTO, headers={"Content-Type": "image/jpeg"})
     assert answer.status_code == 200, answer.text
     result = answer.json()["result"]
@@ -116,7 +101,7 @@ def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model
 
 
 def test_predict_carries_the_files_provenance_and_what_decided_the_label(
-    proxy: TestClient, model_server: Server, declared: dict[str, bytes]
+    proxy: TestClient, model_server: ModelServer, declared: dict[str, bytes]
 ) -> None:
     result = proxy.post("/api/predict?compare=none", content=declared["c2pa_ai_jpeg"]).json()["result"]
     evidence = result["provenance"]
@@ -359,14 +344,14 @@ def images(tmp_path_factory: pytest.TempPathFactory, declared: dict[str, bytes])
 
 
 @pytest.fixture(scope="module")
-def ui(model_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+def ui(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     running = Ui(tmp_path_factory.mktemp("ui"), model_server.url)
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="module")
-def compare_ui(model_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+def compare_ui(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     """The compare view with the same server twice (as a canary beside its champion would be)."""
     running = Ui(tmp_path_factory.mktemp("ui-compare"), model_server.url, "--compare-url", model_server.url)
     yield running
@@ -391,7 +376,7 @@ def _check(browser: Chromium, path: Path) -> None:
 
 
 def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
-    browser: Chromium, ui: Ui, model_server: Server, images: dict[str, Path]
+    browser: Chromium, ui: Ui, model_server: ModelServer, images: dict[str, Path]
 ) -> None:
     browser.open(ui.url)
     status = browser.js("document.querySelector('#server-status').textContent")

@@ -1,5 +1,5 @@
-"""The attribution head: its config, training targets and loss, the runtimes' agreement on generator
-probabilities, the unknown rule, the protocol outputs and the evaluation's attribution accuracy."""
+"""The attribution head: its config, training targets and loss, the unknown rule, the protocol outputs and the
+evaluation's attribution accuracy (the runtimes' agreement on generator probabilities: test_runtimes.py)."""
 
 import io
 from pathlib import Path
@@ -11,14 +11,13 @@ import torch
 from kserve.protocol.infer_type import InferInput, InferRequest
 from PIL import Image
 
-from components.common.artifact import ArtifactConfig, export_onnx, load_artifact, write_artifact
+from components.common.metrics import flat_metrics
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from components.common.protocol import OUTPUTS, Answer
 from components.common.provenance import Provenance
-from components.common.runtimes import image_generators, image_logits, open_engine
 from components.common.settings import ImageLimits
 from components.common.transforms import Augmentation, Preprocessing, generator_probabilities
-from components.evaluate import Evaluation, attribution_accuracy, flat_metrics
+from components.evaluate import Evaluation, attribution_accuracy
 from components.train import (
     ATTRIBUTION_WEIGHT,
     NO_GENERATOR,
@@ -30,6 +29,7 @@ from components.train import (
     training_generators,
 )
 from serving import codec
+from tests.helpers.artifacts import detector, package_artifact
 
 PREP = Preprocessing(image_size=32, max_crops=4)
 RECIPES = ("flux", "sd15", "sdxl")
@@ -138,11 +138,8 @@ def test_train_images_carry_the_generator_class(tmp_path: Path) -> None:
 
 
 def test_fine_tuning_a_detector_with_other_recipes_rebuilds_only_the_attribution_head(tmp_path: Path) -> None:
-    config = ModelConfig(preprocessing=Preprocessing(image_size=64))
-    torch.manual_seed(1)
-    registered = build_model(config).eval()
-    save_checkpoint(registered, tmp_path / "model.pt")
-    write_artifact(tmp_path / "v1", tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
+    registered = detector(seed=1)  # 64 px
+    package_artifact(registered, tmp_path / "v1", onnx=False)
     start = initial_model(TrainConfig(image_size=64, init_model=str(tmp_path / "v1")), ("flux", "sdxl"))
     assert start.config.generators == ("flux", "sdxl")
     assert start.attribution is not None
@@ -180,36 +177,6 @@ def test_generator_probabilities_average_each_images_crop_softmax(
 def test_the_unknown_rule(generators: tuple[str, ...], probs: list[float], expected: tuple[str, float]) -> None:
     name, probability = ModelConfig(generators=generators).attribute(np.array(probs, dtype=np.float32))
     assert (name, probability) == (expected[0], pytest.approx(expected[1]))
-
-
-@pytest.mark.parametrize("generators", [RECIPES, ()])
-def test_torch_onnxruntime_and_openvino_agree_on_generator_probabilities(
-    tmp_path: Path, generators: tuple[str, ...]
-) -> None:
-    config = ModelConfig(preprocessing=PREP, generators=generators)
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    with torch.no_grad():  # an untrained head gives near-uniform probabilities: spread them out
-        if model.attribution is not None:
-            model.attribution.weight.mul_(20)
-    save_checkpoint(model, tmp_path / "model.pt")
-    write_artifact(tmp_path / "v1", tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
-    export_onnx(model, tmp_path / "v1" / "model.onnx")
-    net, loaded = load_artifact(tmp_path / "v1")
-    assert loaded.model.generators == generators
-    crops = [np.random.default_rng(2).normal(size=(n, 3, 32, 32)).astype(np.float32) for n in (1, 4, 3)]
-    with torch.inference_mode():
-        expected_logits = np.array([float(net(torch.from_numpy(c)).mean()) for c in crops])
-        expected = np.stack([torch.softmax(net.forward_all(torch.from_numpy(c))[1], 1).mean(0).numpy() for c in crops])
-    assert expected.shape == (3, len(generators))
-    for runtime in ("torch", "onnxruntime", "openvino"):
-        engine = open_engine(tmp_path / "v1", runtime, "fp32", 2, net)
-        assert image_logits(engine, crops) == pytest.approx(expected_logits, abs=1e-4), runtime
-        probs = image_generators(engine, crops)
-        assert probs.shape == expected.shape, runtime
-        assert np.abs(probs - expected).max(initial=0.0) < 1e-4, runtime
-        if generators:
-            assert probs.sum(1) == pytest.approx(1.0, abs=1e-5)
 
 
 def _detection(label: str, generator: str, generator_probability: float) -> Answer:

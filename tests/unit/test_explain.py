@@ -12,7 +12,7 @@ from components.common.model import ModelConfig, build_model
 from components.common.settings import ImageLimits
 from components.common.transforms import Preprocessing, image_crops, plan_crops
 from serving.explain import explain_image, heatmap_png
-from tests.conftest import encode
+from tests.helpers.images import encode
 
 
 @pytest.mark.parametrize(

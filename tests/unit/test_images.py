@@ -8,7 +8,7 @@ from PIL import Image
 from components.common.errors import InvalidImageError
 from components.common.images import decode_image, probe_header
 from components.common.settings import ImageLimits
-from tests.conftest import encode, png_claiming
+from tests.helpers.images import encode, png_claiming
 
 LIMITS = ImageLimits()
 

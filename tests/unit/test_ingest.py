@@ -10,7 +10,8 @@ from components.common.dataset import read_manifest
 from components.common.errors import DataSourceError
 from components.common.settings import Settings
 from components.ingest import IngestResult, _classify, ingest_dataset
-from tests.conftest import MakeTree, encode
+from tests.conftest import MakeTree
+from tests.helpers.images import encode
 
 
 def _ingest(settings: Settings, source: Path | str, out: Path, **kw: str) -> IngestResult:

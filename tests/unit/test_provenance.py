@@ -12,7 +12,7 @@ import pytest
 
 from components.common.provenance import Provenance, ProvenanceReader, Signal
 from components.common.settings import ProvenanceSettings, Settings
-from tests.provenance_files import (
+from tests.helpers.provenance_files import (
     A1111_PARAMETERS,
     exif_bytes,
     fixture_table,

@@ -8,15 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from components.common.artifact import ArtifactConfig, write_artifact
+from components.common.artifact import ArtifactConfig
 from components.common.calibration import rate_upper_bound
+from components.common.dataset import split_rows
 from components.common.metrics import choose_threshold, classification_metrics
 from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
 from components.common.settings import QualityGate
 from components.common.transforms import Preprocessing, eval_transform
 from components.common.variants import is_faithful
 from components.evaluate import gate_failures
-from components.train import TrainConfig, initial_model, lr_lambda, split_rows
+from components.train import TrainConfig, initial_model, lr_lambda
+from tests.helpers.artifacts import detector, package_artifact
 
 
 @pytest.mark.parametrize(
@@ -136,11 +138,8 @@ def test_checkpoint_carries_its_config_and_refuses_a_partial_one(tmp_path: Path)
 
 
 def test_fine_tuning_starts_from_the_registered_detector_or_says_why_not(tmp_path: Path) -> None:
-    config = ModelConfig(preprocessing=Preprocessing(image_size=64))
-    torch.manual_seed(1)
-    registered = build_model(config).eval()
-    save_checkpoint(registered, tmp_path / "model.pt")
-    write_artifact(tmp_path / "v1", tmp_path / "model.pt", ArtifactConfig(config, 0.5, "test"), {})
+    registered = detector(seed=1)  # 64 px
+    package_artifact(registered, tmp_path / "v1", onnx=False)
 
     start = initial_model(TrainConfig(image_size=64, init_model=str(tmp_path / "v1")))
     expected = registered.state_dict()

@@ -8,7 +8,8 @@ import pytest
 from components.common.settings import Settings, ValidationRules
 from components.ingest import ingest_dataset
 from components.validate import ValidationReport, validate_dataset, write_report
-from tests.conftest import MakeTree, encode
+from tests.conftest import MakeTree
+from tests.helpers.images import encode
 
 # Fixed splits keep the counts exact: 12/6/6 images per class in train/val/test.
 BALANCED = {

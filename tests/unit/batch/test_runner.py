@@ -14,7 +14,7 @@ from components.batch.sources import Item, expand_sources
 from components.batch.writers import Row, read_rows
 from components.common.errors import InvalidParameterError
 from components.common.protocol import Answer
-from tests.conftest import encode
+from tests.helpers.images import encode
 from tests.unit.batch.fakes import FAST, FakeScorer
 
 

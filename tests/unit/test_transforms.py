@@ -1,13 +1,13 @@
-"""Preprocessing, settings and seeding."""
+"""Preprocessing (``components.common.transforms``): crop planning, native and resize crops, training
+augmentation (seeded), aggregation of crop logits and calibrated probabilities."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydantic import ValidationError
 
 from components.common.seeding import seed_everything
-from components.common.settings import Settings, SplitSettings
+from components.common.settings import Settings
 from components.common.transforms import (
     Augmentation,
     Preprocessing,
@@ -19,7 +19,7 @@ from components.common.transforms import (
     probabilities,
     train_transform,
 )
-from tests.conftest import encode
+from tests.helpers.images import encode
 
 
 @pytest.mark.parametrize(
@@ -144,16 +144,3 @@ def test_artifacts_from_before_native_crops_keep_their_resize_preprocessing() ->
     }
     prep = Preprocessing.from_dict(legacy)
     assert (prep.mode, prep.max_crops, prep.resize_size) == ("resize", 1, 256)
-
-
-def test_settings_read_nested_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APD_IMAGES__MAX_BYTES", "1234")
-    monkeypatch.setenv("APD_VALIDATION__MIN_IMAGES_PER_SPLIT", "3")
-    settings = Settings()
-    assert settings.images.max_bytes == 1234
-    assert settings.validation.min_images_per_split == 3
-
-
-def test_split_fractions_must_add_up() -> None:
-    with pytest.raises(ValidationError, match="add up to 1"):
-        SplitSettings(train=0.8, val=0.15, test=0.15)

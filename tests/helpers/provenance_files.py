@@ -1,6 +1,7 @@
 """Real image files that declare their origin, made here: C2PA Content Credentials signed with ``c2pa-python``
 under a test CA made with ``cryptography``, IPTC XMP, generator metadata as the tools write it, camera EXIF, and
-hostile metadata. Used by the reader's table tests, the serving integration tests and ``make bench-serving``."""
+hostile metadata. Used by the reader's table tests, the serving, predict and UI integration tests and
+``make bench-serving``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import functools
 import io
 import json
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from tests.helpers.images import png_chunk
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 A1111_PARAMETERS = (
@@ -69,32 +71,35 @@ def signing_ca() -> SigningCA:
         )  # fmt: skip
 
     ca_key, ee_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("APD Test CA"))
-        .issuer_name(name("APD Test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage(sign=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ee = (
-        x509.CertificateBuilder()
-        .subject_name(name("APD Test Signer"))
-        .issuer_name(ca.subject)
-        .public_key(ee_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage(sign=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePublicKey, days: int, *extra: x509.ExtensionType
+    ) -> x509.Certificate:
+        """Issued by the CA (a CA certificate when ``subject`` is the CA): ``extra`` are non-critical extensions."""
+        is_ca = subject == "APD Test CA"
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name("APD Test CA"))
+            .public_key(key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+            .add_extension(usage(sign=not is_ca), critical=True)
+        )
+        for extension in extra:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca_public = ca_key.public_key()
+    ca = certificate("APD Test CA", ca_public, 3650, x509.SubjectKeyIdentifier.from_public_key(ca_public))
+    ee = certificate(
+        "APD Test Signer",
+        ee_key.public_key(),
+        365,
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public),
     )
 
     def pem(cert: x509.Certificate) -> bytes:
@@ -189,10 +194,6 @@ def png_with_text(chunks: dict[str, str], image: Image.Image | None = None, comp
         else:
             info.add_text(key, value)
     return save(image or pixels(), "PNG", pnginfo=info)
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def png_with_raw_chunk(kind: bytes, body: bytes) -> bytes:
