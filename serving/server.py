@@ -18,10 +18,21 @@ from components.common.tracking import setup_tracking
 from serving.dataplane import BinaryBytesDataPlane
 from serving.detector import DetectorModel
 
+GRPC_OVERHEAD_BYTES = 1024 * 1024  # the protobuf framing and the rest of an inference request around its images
+
+
+def grpc_receive_limit(settings: Settings) -> int:
+    """The largest gRPC request to accept: a full batch of images at the byte limit, as REST accepts. KServe's own
+    default (8 MiB) turned a 9.4 MB JPEG into RESOURCE_EXHAUSTED over gRPC while REST scored it."""
+    return settings.images.max_bytes * settings.serving.max_batch + GRPC_OVERHEAD_BYTES
+
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apd serve", parents=[model_server.parser], description=__doc__)
-    parser.set_defaults(model_name=settings.serving.model_name)  # KServe's own --model_name flag
+    # KServe's own flags: --model_name, and the gRPC receive cap (an explicit flag still wins)
+    parser.set_defaults(
+        model_name=settings.serving.model_name, grpc_max_receive_message_length=grpc_receive_limit(settings)
+    )
     parser.add_argument("--model_uri", default=settings.serving.model_uri, help="models:/... URI or a folder")
     return parser
 
@@ -33,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     serving = settings.serving.model_copy(update={"model_name": args.model_name, "model_uri": args.model_uri})
     if serving.model_uri.startswith(("models:/", "runs:/")):
         setup_tracking(settings.mlflow)
+    # KServe's gRPC server reads its message caps from the module's own parse of the command line.
+    model_server.args.grpc_max_receive_message_length = args.grpc_max_receive_message_length
     model = DetectorModel(serving, settings.images, settings.provenance)
     model.load()
     server = kserve.ModelServer(

@@ -287,6 +287,30 @@ def test_v2_grpc_carries_provenance(model_server: ModelServer, declared: dict[st
     assert (result["verdict_source"], result["label"]) == ("provenance", "ai_generated")
 
 
+def test_an_image_near_the_byte_limit_is_scored_over_grpc(model_server: ModelServer, tmp_path: Path) -> None:
+    """KServe's default gRPC cap (8 MiB) refused a 9.4 MB image that REST scores; the server takes a full batch at
+    the byte limit (serving/server.py)."""
+    big = encode("PNG", (1780, 1760), seed=11)  # noise does not compress: about 9.4 MB, under the 10 MB limit
+    assert 9_000_000 < len(big) < 10 * 1024 * 1024
+    (tmp_path / "big.png").write_bytes(big)
+    rest = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(big))
+    assert rest[0] == 200, rest[1]
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, tritonclient.grpc as grpc
+        raw = open({str(tmp_path / "big.png")!r}, "rb").read()
+        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
+        i = grpc.InferInput("image", [1], "BYTES")
+        i.set_data_from_numpy(np.array([raw], dtype=np.object_))
+        print(float(g.infer("{MODEL}", [i], request_id="big").as_numpy("probability")[0]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probability = float(done.stdout.strip().splitlines()[-1])
+    assert probability == pytest.approx(rest[1]["predictions"][0]["probability"], abs=1e-5)
+
+
 def test_provenance_metrics(model_server: ModelServer, declared: dict[str, bytes]) -> None:
     def sample(name: str) -> float:
         text = model_server.call("GET", "/metrics")[1]
