@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"components", "pipelines", "serving", "tests"}
+FIRST_PARTY = {"components", "pipelines", "serving", "tests", "panels"}  # panels: helm/panels.py, beside its script
 RUNTIME_TREES = ("components", "pipelines", "serving")
 DEV_TREES = ("tests", "helm", "manifests")
 # Run only from a development install (`make incident` after `make demo`), never in an image.
