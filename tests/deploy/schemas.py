@@ -5,8 +5,9 @@ No API server runs here, so resources are checked against the schemas an API ser
 - built-in kinds (Deployment, Service, CronJob, Role ...) with ``kubernetes-validate`` in strict mode for
   Kubernetes ``KUBERNETES_VERSION`` (unknown fields fail, as ``kubectl apply --validate=strict`` does);
 - custom resources of KServe (``serving.kserve.io``) and prometheus-operator (``monitoring.coreos.com``) with
-  ``jsonschema``, against the ``openAPIV3Schema`` of the CRDs kept in ``../shared/schemas/crds`` (override the
-  folder with ``APD_SCHEMAS_DIR``). The CRDs are read in place, never copied into the repository.
+  ``jsonschema``, against the ``openAPIV3Schema`` of the upstream CRDs, read where ``tests/deploy/get_schemas.py``
+  finds them (``APD_SCHEMAS_DIR``, the offline ``../shared/schemas``, or the pinned downloads in ``.tools/schemas``).
+  The CRDs are read in place, never copied into the repository.
 
 ``validate_resource(obj)`` raises ``InvalidResourceError`` (an ``AssertionError``) naming the resource and the
 failing path; a kind that no schema describes is an error too, never a silent pass.
@@ -27,11 +28,9 @@ import jsonschema
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
+from tests.deploy import get_schemas
+
 KUBERNETES_VERSION = "1.32"
-SCHEMAS_ENV = "APD_SCHEMAS_DIR"
-# Where the shared schemas live when APD_SCHEMAS_DIR is unset: next to the checkout (tests/deploy/schemas.py -> the
-# repository's parent holds shared/schemas), else the workplace's shared folder (a clone elsewhere, e.g. CI's).
-SCHEMAS_CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "schemas", Path("/work/shared/schemas"))
 
 # Top-level metadata: the CRDs declare it as a bare object; the API server checks it as ObjectMeta.
 # The fields a manifest sets are typed here, the rest (managed by the server) are accepted as they are.
@@ -66,18 +65,18 @@ class CrdFile:
 
 
 def schemas_dir() -> Path:
-    """The shared schemas folder: ``$APD_SCHEMAS_DIR`` when set, else the first of SCHEMAS_CANDIDATES that exists."""
-    configured = os.environ.get(SCHEMAS_ENV)
-    if configured:
-        return Path(configured)
-    return next((folder for folder in SCHEMAS_CANDIDATES if folder.is_dir()), SCHEMAS_CANDIDATES[0])
+    """The upstream schemas folder (see ``get_schemas``); none found is an error that says how to get them."""
+    folder = get_schemas.schemas_dir()
+    if folder is None:
+        raise InvalidResourceError(f"no upstream schemas found: {get_schemas.HOW_TO_GET}")
+    return folder
 
 
 @cache
 def _crd_index(crds_dir: Path) -> dict[tuple[str, str], CrdFile]:
     """(group, kind) -> CRD file, read from each file's header only (the schemas are loaded on first use)."""
     if not crds_dir.is_dir():
-        raise InvalidResourceError(f"no CRD folder at {crds_dir}: set {SCHEMAS_ENV} to the shared schemas folder")
+        raise InvalidResourceError(f"no CRD folder at {crds_dir}: {get_schemas.HOW_TO_GET}")
     index: dict[tuple[str, str], CrdFile] = {}
     for path in sorted(crds_dir.glob("*/*.yaml")):
         text = path.read_text()

@@ -26,6 +26,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from components.monitoring.publish import GROUPING_LABELS, DriftGauge
+from tests.deploy import get_schemas
 from tests.deploy.conftest import CHART, FULL, MONITORING_APIS, REPO, Helm, alert_rules, rendered_rules
 from tests.deploy.schemas import schemas_dir
 
@@ -223,7 +224,7 @@ def test_check_mode_reports_a_stale_file(
 def _grafana_registry() -> Registry:
     folder = schemas_dir() / "grafana-11.6"
     if not folder.is_dir():
-        pytest.fail(f"no Grafana schemas at {folder}: set APD_SCHEMAS_DIR to the shared schemas folder")
+        pytest.fail(f"no Grafana schemas at {folder}: {get_schemas.HOW_TO_GET}")
     return Registry().with_resources(
         (path.name, Resource.from_contents(json.loads(path.read_text()), default_specification=DRAFT7))
         for path in sorted(folder.glob("*.jsonschema.json"))

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.schemas import SCHEMAS_ENV, InvalidResourceError, crd_to_json_schema, validate_resource
+from tests.deploy.get_schemas import SCHEMAS_ENV
+from tests.deploy.schemas import InvalidResourceError, crd_to_json_schema, validate_resource
 
 ISVC: dict[str, Any] = {
     "apiVersion": "serving.kserve.io/v1beta1",
