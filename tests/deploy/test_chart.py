@@ -35,6 +35,9 @@ from tests.deploy.schemas import validate_resources
 Kustomize = Callable[[Path], list[Resource]]
 # Each overlay and the ci values that make Helm render the same resources.
 OVERLAYS = {"dev": "dev-values.yaml", "prod": "prod-values.yaml", "canary": "canary-values.yaml"}
+# manifests/render-base.sh renders the defaults with the generated S3 Secret's own name as s3.existingSecret: the base
+# references that Secret without holding random keys. Given before a ci values file, which may name another Secret.
+BASE_VALUES = {"s3": {"existingSecret": "apd-s3"}}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -197,12 +200,16 @@ def test_values_schema_rejects(helm: Helm, assignment: str, complaint: str) -> N
     [
         # HPA cannot scale on in-flight requests: only Knative can.
         (["inferenceService.deploymentMode=RawDeployment"], "needs Serverless mode"),
-        # The logger needs somewhere to send the payloads.
-        (["logger.enabled=true"], "logger.enabled needs logger.url or sink.enabled"),
+        # The logger (on by default) needs somewhere to send the payloads.
+        (["sink.enabled=false"], "set one of them, or logger.enabled=false"),
+        # The drift job (on by default) finds the served model and its reference in an MLflow registry.
+        (["mlflow.enabled=false"], "set mlflow.enabled=true (the chart's server) or mlflow.externalTrackingUri"),
         # MLflow on SQLite without a volume loses its registry with the pod.
-        (["mlflow.enabled=true", "mlflow.persistence.enabled=false"], "enable mlflow.persistence"),
+        (["mlflow.persistence.enabled=false"], "enable mlflow.persistence"),
+        # Generated credentials open only the chart's own MinIO.
+        (["minio.enabled=false"], "minio.enabled=false needs s3.existingSecret"),
         # Without MinIO the chart needs an S3 endpoint.
-        (["s3.endpoint="], "s3.endpoint is required"),
+        (["minio.enabled=false", "s3.existingSecret=s3-keys", "s3.endpoint="], "s3.endpoint is required"),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: Helm, assignments: list[str], complaint: str) -> None:
@@ -299,18 +306,172 @@ def test_logger_autoscaling_and_scraping(helm: Helm) -> None:
     assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
 
 
+# ------------------------------------------------------------------------------------------ the monitoring loop
+
+
+def _named(resources: list[Resource]) -> dict[tuple[str, str], Resource]:
+    return {(r["kind"], r["metadata"]["name"]): r for r in resources}
+
+
+def _env(container: dict[str, Any]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _secret_key_refs(node: Any) -> Iterator[dict[str, str]]:
+    """Every secretKeyRef anywhere in ``node``."""
+    if isinstance(node, dict):
+        if "secretKeyRef" in node:
+            yield node["secretKeyRef"]
+        for value in node.values():
+            yield from _secret_key_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _secret_key_refs(item)
+
+
+@pytest.fixture(scope="module")
+def default_resources(helm: Helm) -> list[Resource]:
+    """The chart's default rendering, monitors and rules included (the operator's API served)."""
+    return helm.template(api_versions=MONITORING_APIS)
+
+
+def test_default_install_runs_the_whole_loop(default_resources: list[Resource]) -> None:
+    """A plain `helm install` runs the mission's loop: the predictor's logger -> the payload sink -> S3 (the chart's
+    MinIO) -> the drift CronJob (the served model from the chart's MLflow) -> the Pushgateway -> Prometheus (monitors
+    and rules, where the operator's API is served) -> the Grafana dashboard. NetworkPolicies and the page stay off."""
+    resources = _named(default_resources)
+    # The predictor posts every payload to the sink's Service, which sends it to the sink's pods.
+    predictor = resources["InferenceService", "apd-detector"]["spec"]["predictor"]
+    assert predictor["logger"] == {"mode": "all", "url": "http://apd-sink.apd.svc.cluster.local"}
+    sink_service = resources["Service", "apd-sink"]["spec"]
+    sink_pod = resources["Deployment", "apd-sink"]["spec"]["template"]
+    assert sink_service["selector"].items() <= sink_pod["metadata"]["labels"].items()
+    [sink] = sink_pod["spec"]["containers"]
+    assert (sink_service["ports"][0]["port"], sink_service["ports"][0]["targetPort"]) == (80, "http")
+    assert sink["args"] == ["sink"]
+    assert sink["ports"][0]["name"] == "http"
+    # The sink writes to the payloads bucket of the chart's MinIO, which the set-up Job creates.
+    minio = "apd-minio.apd.svc.cluster.local:9000"
+    assert (_env(sink)["APD_S3__ENDPOINT"], _env(sink)["APD_SINK__BUCKET"]) == (minio, "apd-payloads")
+    assert resources["Service", "apd-minio"]["spec"]["ports"][0]["port"] == 9000
+    [buckets] = resources["Job", "apd-minio-buckets"]["spec"]["template"]["spec"]["containers"]
+    assert "apd-payloads" in str(_env(buckets)["BUCKETS"]).split()
+    # The drift job reads the same bucket, finds the served model and its reference in the chart's MLflow, and
+    # pushes its gauges to the chart's Pushgateway.
+    [drift] = resources["CronJob", "apd-drift"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    drift_env = _env(drift)
+    assert drift["args"] == ["drift", "run"]
+    assert (drift_env["APD_S3__ENDPOINT"], drift_env["APD_SINK__BUCKET"]) == (minio, "apd-payloads")
+    assert drift_env["APD_MLFLOW__TRACKING_URI"] == "http://apd-mlflow.apd.svc.cluster.local:5000"
+    assert resources["Service", "apd-mlflow"]["spec"]["ports"][0]["port"] == 5000
+    assert ("Deployment", "apd-mlflow") in resources
+    assert drift_env["APD_DRIFT__PUSHGATEWAY_URL"] == "http://apd-pushgateway.apd.svc.cluster.local:9091"
+    assert resources["Service", "apd-pushgateway"]["spec"]["ports"][0]["port"] == 9091
+    assert ("Deployment", "apd-pushgateway") in resources
+    # Every store client uses the credentials the chart generated for its MinIO.
+    assert ("Secret", "apd-s3") in resources
+    assert {ref["name"] for ref in _secret_key_refs(list(resources.values()))} == {"apd-s3"}
+    # Prometheus scrapes the predictor, the sink and the Pushgateway, and evaluates the loop's alerts.
+    for monitor in [
+        ("PodMonitor", "apd-predictor"),
+        ("ServiceMonitor", "apd-sink"),
+        ("ServiceMonitor", "apd-pushgateway"),
+    ]:
+        assert monitor in resources, monitor
+    groups = {g["name"] for g in resources["PrometheusRule", "apd-serving"]["spec"]["groups"]}
+    assert groups == {"apd-serving-slo", "apd-drift", "apd-sink"}
+    # Grafana's sidecar loads the dashboard.
+    dashboards = resources["ConfigMap", "apd-dashboards"]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "apd-detector.json" in dashboards["data"]
+    # What depends on the cluster stays off.
+    assert not [key for key in resources if key[0] == "NetworkPolicy" or key[1] == "apd-ui"]
+
+
+# Each off-switch of the loop and its stores: the values that turn it off (with what the parts needing it then
+# need instead) and the resources that go with it; nothing else may go.
+OFF_SWITCHES: dict[str, tuple[list[str], set[tuple[str, str]]]] = {
+    # Only the predictor's logger field goes.
+    "logger": (["logger.enabled=false"], set()),
+    # The sink, its Service and its monitor; the logger has nowhere to post then.
+    "sink": (
+        ["sink.enabled=false", "logger.enabled=false"],
+        {("Service", "apd-sink"), ("Deployment", "apd-sink"), ("ServiceMonitor", "apd-sink")},
+    ),
+    "drift": (["drift.enabled=false"], {("CronJob", "apd-drift")}),
+    "pushgateway": (
+        ["monitoring.pushgateway.enabled=false"],
+        {("Service", "apd-pushgateway"), ("Deployment", "apd-pushgateway"), ("ServiceMonitor", "apd-pushgateway")},
+    ),
+    "podMonitor": (["monitoring.podMonitor.enabled=false"], {("PodMonitor", "apd-predictor")}),
+    "serviceMonitor": (
+        ["monitoring.serviceMonitor.enabled=false"],
+        {("ServiceMonitor", "apd-sink"), ("ServiceMonitor", "apd-pushgateway")},
+    ),
+    "rules": (["monitoring.rules.enabled=false"], {("PrometheusRule", "apd-serving")}),
+    "dashboards": (["monitoring.dashboards.enabled=false"], {("ConfigMap", "apd-dashboards")}),
+    # MinIO and the credentials generated for it; the store is then the one at s3.endpoint.
+    "minio": (
+        ["minio.enabled=false", "s3.existingSecret=s3-keys"],
+        {
+            ("PersistentVolumeClaim", "apd-minio"),
+            ("Service", "apd-minio"),
+            ("Deployment", "apd-minio"),
+            ("Job", "apd-minio-buckets"),
+            ("Secret", "apd-s3"),
+        },
+    ),
+    # MLflow; the drift job then reads the registry at externalTrackingUri.
+    "mlflow": (
+        ["mlflow.enabled=false", "mlflow.externalTrackingUri=http://mlflow.example:5000"],
+        {("PersistentVolumeClaim", "apd-mlflow"), ("Service", "apd-mlflow"), ("Deployment", "apd-mlflow")},
+    ),
+}
+
+
+@pytest.mark.parametrize("part", OFF_SWITCHES)
+def test_each_off_switch_removes_its_part(helm: Helm, default_resources: list[Resource], part: str) -> None:
+    assignments, removed = OFF_SWITCHES[part]
+    default = _named(default_resources)
+    resources = helm.template(set_values=assignments, api_versions=MONITORING_APIS)
+    variant = _named(resources)
+    assert removed <= set(default), f"{part}: not in the default rendering: {removed - set(default)}"
+    assert set(default) - set(variant) == removed
+    assert set(variant) <= set(default)
+    validate_resources(resources)  # what is left is still valid
+    predictor = variant["InferenceService", "apd-detector"]["spec"]["predictor"]
+    assert ("logger" in predictor) is (part not in ("logger", "sink"))
+    if ("CronJob", "apd-drift") in variant:
+        [drift] = variant["CronJob", "apd-drift"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        drift_env = _env(drift)
+        assert ("APD_DRIFT__PUSHGATEWAY_URL" in drift_env) is (part != "pushgateway")
+        expected_uri = (
+            "http://mlflow.example:5000" if part == "mlflow" else "http://apd-mlflow.apd.svc.cluster.local:5000"
+        )
+        assert drift_env["APD_MLFLOW__TRACKING_URI"] == expected_uri
+        assert drift_env["APD_S3__ENDPOINT"] == (
+            "s3.amazonaws.com" if part == "minio" else "apd-minio.apd.svc.cluster.local:9000"
+        )
+    if part == "drift":  # no drift job, no drift alerts (ApdDriftMetricsMissing would fire forever)
+        groups = {g["name"] for g in variant["PrometheusRule", "apd-serving"]["spec"]["groups"]}
+        assert groups == {"apd-serving-slo", "apd-sink"}
+
+
 # ------------------------------------------------------------------------------------------ storage and secrets
 
 
 def test_existing_secret_is_referenced_not_created(helm: Helm) -> None:
-    resources = helm.template()
+    resources = helm.template([CHART / "ci" / "prod-values.yaml"])
     assert not by_kind(resources, "Secret"), "the chart must not ship credentials"
     account = one(resources, "ServiceAccount")
     assert account["secrets"] == [{"name": "apd-s3-credentials"}]
+    refs = {ref["name"] for ref in _secret_key_refs(resources)} - {"apd-mlflow-db"}
+    assert refs == {"apd-s3-credentials"}
 
 
 def test_dev_secret_is_generated_with_storage_annotations(helm: Helm) -> None:
-    first, second = (one(helm.template([FULL]), "Secret") for _ in range(2))
+    """The default: random credentials for the chart's MinIO, annotated for KServe's storage initializer."""
+    first, second = (one(helm.template(), "Secret") for _ in range(2))
     annotations = first["metadata"]["annotations"]
     assert annotations["serving.kserve.io/s3-endpoint"] == "apd-minio.apd.svc.cluster.local:9000"
     assert annotations["serving.kserve.io/s3-usehttps"] == "0"
@@ -495,10 +656,20 @@ def test_notes_explain_how_to_call_and_canary(helm: Helm, tmp_path: Path) -> Non
     assert text.startswith("The detector is deployed as InferenceService apd-detector")
     assert "curl -s $URL/v1/models/apd-detector:predict" in text
     assert "--set canary.enabled=true" in text
-    assert "kubectl -n apd annotate secret apd-s3-credentials" in text
-    dev = _notes(helm, tmp_path / "full", FULL)
-    assert "WARNING: s3.existingSecret is empty" in dev
-    assert "WARNING: monitoring asks for a PodMonitor" in dev  # rendered without the operator's API
+    # The default install: dev credentials, and the loop with where each step sends its data.
+    assert "WARNING: s3.existingSecret is empty" in text
+    assert "see the chart's ci/prod-values.yaml" in text
+    assert "posts the payloads to http://apd-sink.apd.svc.cluster.local" in text
+    assert "s3://apd-payloads/" in text
+    assert "from MLflow at http://apd-mlflow.apd.svc.cluster.local:5000" in text
+    assert "pushes its gauges to http://apd-pushgateway.apd.svc.cluster.local:9091" in text
+    assert "kubectl -n apd create job --from=cronjob/apd-drift" in text
+    # Rendered without the operator's API: the monitors and the rule are named as left out.
+    assert "not created: PodMonitor, PrometheusRule, ServiceMonitor." in text
+    prod = _notes(helm, tmp_path / "prod", CHART / "ci" / "prod-values.yaml")
+    assert "kubectl -n apd annotate secret apd-s3-credentials" in prod
+    assert "serving.kserve.io/s3-endpoint=s3.amazonaws.com" in prod
+    assert "WARNING: s3.existingSecret is empty" not in prod
 
 
 # ------------------------------------------------------------------------------------------------- kustomize
@@ -525,10 +696,14 @@ def test_kustomize_renders_valid_resources(kustomize: Kustomize, overlay: str) -
 
 
 @pytest.mark.parametrize(("overlay", "values"), OVERLAYS.items())
-def test_overlay_equals_helm_rendering(helm: Helm, kustomize: Kustomize, overlay: str, values: str) -> None:
+def test_overlay_equals_helm_rendering(
+    helm: Helm, kustomize: Kustomize, tmp_path: Path, overlay: str, values: str
+) -> None:
     """Each overlay and `helm template -f ci/<values>` produce the same objects (parsed, order aside)."""
+    base_values = tmp_path / "base-values.yaml"
+    base_values.write_text(yaml.safe_dump(BASE_VALUES))
     from_kustomize = {resource_key(r): r for r in kustomize(MANIFESTS / "overlays" / overlay)}
-    from_helm = {resource_key(r): r for r in helm.template([CHART / "ci" / values], skip_tests=True)}
+    from_helm = {resource_key(r): r for r in helm.template([base_values, CHART / "ci" / values], skip_tests=True)}
     assert sorted(from_kustomize) == sorted(from_helm)
     for key, rendered in from_helm.items():
         assert from_kustomize[key] == rendered, f"{overlay}: {key} differs from helm with ci/{values}"

@@ -600,5 +600,5 @@ def test_pushgateway_keeps_the_pushed_labels(helm: Helm) -> None:
     monitor = named["ServiceMonitor", "apd-pushgateway"]
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    off = helm.template(api_versions=MONITORING_APIS, set_values=["monitoring.serviceMonitor.enabled=true"])
-    assert not [d for d in off if "pushgateway" in d["metadata"]["name"]], "the Pushgateway is optional, off"
+    off = helm.template(api_versions=MONITORING_APIS, set_values=["monitoring.pushgateway.enabled=false"])
+    assert not [d for d in off if "pushgateway" in d["metadata"]["name"]], "the Pushgateway has its off-switch"

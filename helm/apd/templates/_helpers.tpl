@@ -172,7 +172,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- else if .Values.sink.enabled }}
 {{- printf "http://%s-sink.%s.svc.%s" (include "apd.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- else }}
-{{- fail "logger.enabled needs logger.url or sink.enabled (the chart's payload sink)" }}
+{{- fail "logger.enabled needs logger.url or sink.enabled (the chart's payload sink): set one of them, or logger.enabled=false to log no payloads" }}
 {{- end }}
 {{- end }}
 
