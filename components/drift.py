@@ -49,22 +49,16 @@ def drift(
 
     from components.common.logging import configure_logging
     from components.common.settings import Settings
-    from components.monitoring.job import DriftJob, run_drift
+    from components.monitoring.job import drift_job, run_drift
     from components.monitoring.publish import scalar_metrics
 
     settings = Settings()
     configure_logging(settings.logging)
-    update: dict[str, object] = {"window_hours": window_hours}
-    if pushgateway_url:
-        update["pushgateway_url"] = pushgateway_url
-    drift_settings = settings.drift.model_copy(update=update)
     with tempfile.TemporaryDirectory() as tmp:
-        job = DriftJob(
-            settings=drift_settings,
-            s3=settings.s3,
-            mlflow=settings.mlflow,
-            sink=settings.sink,
-            model_name=settings.mlflow.model_name,
+        job = drift_job(
+            settings,
+            window_hours,
+            pushgateway_url,
             model_version=model_version or None,
             alias=alias,
             endpoint=endpoint,

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
@@ -31,10 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the panel builders n
 from panels import (
     RATE,
     WIDE,
+    panel_median_p95,
     panel_stat,
     panel_timeseries,
     quantiles,
     query,
+    rate,
     steps,
     variable,
 )
@@ -49,6 +52,7 @@ SERVING = 'namespace=~"$namespace"'
 VERSIONED = 'namespace=~"$namespace", model_version=~"$model_version"'
 DRIFT = f'job="{PUSH_JOB}", namespace=~"$namespace", model_version=~"$model_version", endpoint=~"$endpoint"'
 SINK = 'namespace=~"$namespace"'
+LEGEND = "v{{model_version}} {{endpoint}}"  # a drift series: one per model version and endpoint
 
 
 def drift_thresholds() -> dict[str, Any]:
@@ -58,14 +62,14 @@ def drift_thresholds() -> dict[str, Any]:
 
 
 def serving_row() -> list[Any]:
-    requests = f"request_predict_seconds_count{{{SERVING}}}"
+    requests = "request_predict_seconds_count"
     return [
         panel_timeseries(
             "Requests/s",
             "Predict and explain requests per second that reached the model (KServe's request_*_seconds).",
             [
-                query(f"sum(rate({requests}[{RATE}]))", "predict", "predict"),
-                query(f"sum(rate(request_explain_seconds_count{{{SERVING}}}[{RATE}]))", "explain", "explain"),
+                query(rate(requests, SERVING), "predict", "predict"),
+                query(rate("request_explain_seconds_count", SERVING), "explain", "explain"),
             ],
             unit="reqps",
         ),
@@ -74,11 +78,9 @@ def serving_row() -> list[Any]:
             "Requests/s per Knative revision (the PodMonitor's `revision` label: the canary is the newer revision) "
             "and images/s per model version, which splits both deployment modes.",
             [
-                query(f"sum by (revision) (rate({requests}[{RATE}]))", "requests {{revision}}", "revision"),
+                query(rate(requests, SERVING, "revision"), "requests {{revision}}", "revision"),
                 query(
-                    f"sum by (model_version) (rate(apd_predictions_total{{{VERSIONED}}}[{RATE}]))",
-                    "images v{{model_version}}",
-                    "version",
+                    rate("apd_predictions_total", VERSIONED, "model_version"), "images v{{model_version}}", "version"
                 ),
             ],
             unit="reqps",
@@ -94,12 +96,9 @@ def serving_row() -> list[Any]:
             "400: requests rejected as invalid input, by reason (apd_invalid_requests_total). "
             "5xx: server errors counted by Knative's queue-proxy (Serverless mode only).",
             [
+                query(rate("apd_invalid_requests_total", SERVING, "reason"), "400 {{reason}}", "400"),
                 query(
-                    f"sum by (reason) (rate(apd_invalid_requests_total{{{SERVING}}}[{RATE}]))", "400 {{reason}}", "400"
-                ),
-                query(
-                    f'sum by (revision_name) (rate(revision_app_request_count{{{SERVING}, response_code_class="5xx"}}'
-                    f"[{RATE}]))",
+                    rate("revision_app_request_count", f'{SERVING}, response_code_class="5xx"', "revision_name"),
                     "5xx {{revision_name}}",
                     "5xx",
                 ),
@@ -111,7 +110,7 @@ def serving_row() -> list[Any]:
             "Predictions by label",
             "Images scored per second, by predicted label.",
             [
-                query(f"sum by (label) (rate(apd_predictions_total{{{VERSIONED}}}[{RATE}]))", "{{label}}", "label"),
+                query(rate("apd_predictions_total", VERSIONED, "label"), "{{label}}", "label"),
             ],
             unit="ops",
             stacked=True,
@@ -132,23 +131,20 @@ def serving_row() -> list[Any]:
             percent=True,
             bars=True,
         ),
-        panel_timeseries(
+        panel_median_p95(
             "Decode + preprocess and inference time",
             "apd_preprocess_seconds: one image's decode and transforms; apd_inference_seconds: one batch through "
             "the network.",
-            [
-                *quantiles("apd_preprocess_seconds", SERVING, "preprocess", (0.5, 0.95)),
-                *quantiles("apd_inference_seconds", SERVING, "inference", (0.5, 0.95)),
-            ],
+            SERVING,
+            {"preprocess": "apd_preprocess_seconds", "inference": "apd_inference_seconds"},
             unit="s",
-            width=WIDE,
         ),
-        panel_timeseries(
+        panel_median_p95(
             "Image size",
             "Size of the received images (apd_image_bytes): large uploads explain slow decoding.",
-            quantiles("apd_image_bytes", SERVING, "size", (0.5, 0.95)),
+            SERVING,
+            {"size": "apd_image_bytes"},
             unit="bytes",
-            width=WIDE,
         ),
     ]
 
@@ -161,18 +157,40 @@ def drift(gauge: DriftGauge) -> str:
     return f"{gauge.metric}{{{DRIFT}}}"
 
 
+def verdict_stat(title: str, description: str, gauge: DriftGauge, ref_id: str) -> stat.Panel:
+    """The latest value of a 0/1 drift verdict, shown as OK (green) or ALERT (red)."""
+    ok_alert = ValueMap(
+        {
+            "0": ValueMappingResult(text="OK", color="green", index=0),
+            "1": ValueMappingResult(text="ALERT", color="red", index=1),
+        }
+    )
+    return panel_stat(
+        title,
+        description,
+        query(f"max({drift(gauge)})", ref_id, ref_id),
+        mappings=[ok_alert],
+        thresholds=steps("green", (1, "red")),
+    )
+
+
+def versus_reference(title: str, description: str, current: DriftGauge, reference: DriftGauge) -> timeseries.Panel:
+    """A drift ratio of the current window drawn against the same ratio on the reference."""
+    return panel_timeseries(
+        title,
+        description,
+        [
+            query(drift(current), "current " + LEGEND, "current"),
+            query(drift(reference), "reference " + LEGEND, "reference"),
+        ],
+        unit="percentunit",
+        minimum=0,
+    )
+
+
 def drift_row(limits: dict[str, Any]) -> list[Any]:
     share, drop, shift = limits["share"], limits["confidenceDrop"], limits["meanProbabilityShift"]
     stale = limits["staleAfterSeconds"]
-    legend = "v{{model_version}} {{endpoint}}"
-    ok_alert = [
-        ValueMap(
-            {
-                "0": ValueMappingResult(text="OK", color="green", index=0),
-                "1": ValueMappingResult(text="ALERT", color="red", index=1),
-            }
-        )
-    ]
     return [
         panel_stat(
             "Time since last drift run",
@@ -184,26 +202,24 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
         panel_stat(
             "Records in window",
             "Payload records the latest run compared with the reference, per model version and endpoint.",
-            query(drift(G.RECORDS), legend, "records"),
+            query(drift(G.RECORDS), LEGEND, "records"),
         ),
-        panel_stat(
+        verdict_stat(
             "Dataset drift detected",
             f"The latest run's dataset-level verdict ({G.DETECTED.metric}).",
-            query(f"max({drift(G.DETECTED)})", "detected", "detected"),
-            mappings=ok_alert,
-            thresholds=steps("green", (1, "red")),
+            G.DETECTED,
+            "detected",
         ),
-        panel_stat(
+        verdict_stat(
             "Drift alert",
             f"The drift job's overall verdict ({G.ALERT.metric}); ApdPredictionDrift fires on it too.",
-            query(f"max({drift(G.ALERT)})", "alert", "alert"),
-            mappings=ok_alert,
-            thresholds=steps("green", (1, "red")),
+            G.ALERT,
+            "alert",
         ),
         panel_timeseries(
             "Drift share",
             f"Share of image features drifted from the reference, per run; ApdDataDrift fires at {share}.",
-            [query(drift(G.SHARE), legend, "share")],
+            [query(drift(G.SHARE), LEGEND, "share")],
             unit="percentunit",
             thresholds=steps("green", (share, "red")),
             minimum=0,
@@ -212,35 +228,27 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
             "Confidence drop",
             "Relative drop of the predictions' mean margin to the decision threshold from the reference's; "
             f"ApdConfidenceDrop fires above {drop} (the condition of the original incident).",
-            [query(drift(G.CONFIDENCE_DROP), legend, "drop")],
+            [query(drift(G.CONFIDENCE_DROP), LEGEND, "drop")],
             unit="percentunit",
             thresholds=steps("green", (drop, "red")),
         ),
         panel_timeseries(
             "Mean probability shift",
             f"Mean predicted probability, current minus reference; ApdPredictionDrift fires at +/-{shift}.",
-            [query(drift(G.MEAN_PROBABILITY_SHIFT), legend, "shift")],
+            [query(drift(G.MEAN_PROBABILITY_SHIFT), LEGEND, "shift")],
             thresholds=steps("red", (-shift, "green"), (shift, "red")),
         ),
-        panel_timeseries(
+        versus_reference(
             "Low-confidence ratio",
             "Share of predictions the model is unsure about, current window against the reference.",
-            [
-                query(drift(G.LOW_CONFIDENCE_RATIO), "current " + legend, "current"),
-                query(drift(G.LOW_CONFIDENCE_RATIO_REFERENCE), "reference " + legend, "reference"),
-            ],
-            unit="percentunit",
-            minimum=0,
+            G.LOW_CONFIDENCE_RATIO,
+            G.LOW_CONFIDENCE_RATIO_REFERENCE,
         ),
-        panel_timeseries(
+        versus_reference(
             "AI-generated ratio",
             "Share of images predicted ai_generated, current window against the reference.",
-            [
-                query(drift(G.AI_GENERATED_RATIO), "current " + legend, "current"),
-                query(drift(G.AI_GENERATED_RATIO_REFERENCE), "reference " + legend, "reference"),
-            ],
-            unit="percentunit",
-            minimum=0,
+            G.AI_GENERATED_RATIO,
+            G.AI_GENERATED_RATIO_REFERENCE,
         ),
         panel_timeseries(
             "AI-declared ratio",
@@ -248,7 +256,7 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
             f"DigitalSourceType, generator metadata), per run ({G.AI_DECLARED_RATIO.metric}). A floor under the pixel "
             "model's AI-generated ratio: metadata is easily stripped, so a file without it proves nothing about the "
             "rest. Reported, not alerted on.",
-            [query(drift(G.AI_DECLARED_RATIO), legend, "declared")],
+            [query(drift(G.AI_DECLARED_RATIO), LEGEND, "declared")],
             unit="percentunit",
             minimum=0,
         ),
@@ -257,15 +265,15 @@ def drift_row(limits: dict[str, Any]) -> list[Any]:
             f"Drift score of each image feature ({G.FEATURE_SCORE.metric}) and of the predicted probability "
             f"({G.PROBABILITY_DRIFT_SCORE.metric}).",
             [
-                query(drift(G.FEATURE_SCORE), "{{feature}} " + legend, "feature"),
-                query(drift(G.PROBABILITY_DRIFT_SCORE), "probability " + legend, "probability"),
+                query(drift(G.FEATURE_SCORE), "{{feature}} " + LEGEND, "feature"),
+                query(drift(G.PROBABILITY_DRIFT_SCORE), "probability " + LEGEND, "probability"),
             ],
             width=WIDE,
         ),
         panel_timeseries(
             "Drifted features",
             f"How many image features each run marked drifted ({G.FEATURE_DETECTED.metric}).",
-            [query(f"sum by (model_version, endpoint) ({drift(G.FEATURE_DETECTED)})", legend, "drifted")],
+            [query(f"sum by (model_version, endpoint) ({drift(G.FEATURE_DETECTED)})", LEGEND, "drifted")],
             width=WIDE,
             minimum=0,
         ),
@@ -278,8 +286,8 @@ def sink_row() -> list[Any]:
             "Sink events/s",
             "CloudEvents received from the predictor's logger, by type, and records written to S3.",
             [
-                query(f"sum by (type) (rate(apd_sink_events_total{{{SINK}}}[{RATE}]))", "{{type}}", "events"),
-                query(f"sum(rate(apd_sink_records_written_total{{{SINK}}}[{RATE}]))", "records written", "written"),
+                query(rate("apd_sink_events_total", SINK, "type"), "{{type}}", "events"),
+                query(rate("apd_sink_records_written_total", SINK), "records written", "written"),
             ],
             unit="ops",
         ),
@@ -287,11 +295,9 @@ def sink_row() -> list[Any]:
             "Rejected, duplicate and unpaired events",
             "Events the sink refused (by reason), dropped as duplicates, or whose request and response never paired.",
             [
-                query(
-                    f"sum by (reason) (rate(apd_sink_rejected_total{{{SINK}}}[{RATE}]))", "rejected {{reason}}", "rej"
-                ),
-                query(f"sum(rate(apd_sink_duplicates_total{{{SINK}}}[{RATE}]))", "duplicates", "dup"),
-                query(f"sum(rate(apd_sink_unpaired_total{{{SINK}}}[{RATE}]))", "unpaired", "unpaired"),
+                query(rate("apd_sink_rejected_total", SINK, "reason"), "rejected {{reason}}", "rej"),
+                query(rate("apd_sink_duplicates_total", SINK), "duplicates", "dup"),
+                query(rate("apd_sink_unpaired_total", SINK), "unpaired", "unpaired"),
             ],
             unit="ops",
             stacked=True,
@@ -306,16 +312,16 @@ def sink_row() -> list[Any]:
         panel_timeseries(
             "S3 errors",
             "Failed S3 writes per second, per sink pod; ApdSinkS3Errors fires when they go on for 10 minutes.",
-            [query(f"sum by (pod) (rate(apd_sink_s3_errors_total{{{SINK}}}[{RATE}]))", "{{pod}}", "errors")],
+            [query(rate("apd_sink_s3_errors_total", SINK, "pod"), "{{pod}}", "errors")],
             unit="ops",
             width=WIDE,
         ),
-        panel_timeseries(
+        panel_median_p95(
             "Flush time",
             "Time to write one Parquet file of records to S3, retries included (apd_sink_flush_seconds).",
-            quantiles("apd_sink_flush_seconds", SINK, "flush", (0.5, 0.95)),
+            SINK,
+            {"flush": "apd_sink_flush_seconds"},
             unit="s",
-            width=WIDE,
         ),
     ]
 

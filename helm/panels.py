@@ -1,5 +1,5 @@
 """Grafana panel builders (grafana-foundation-sdk) shared by the dashboard's rows in helm/dashboards.py: Prometheus
-queries, threshold steps, time series and stat panels, label variables, and the grid's sizes."""
+queries and rates, threshold steps, time series and stat panels, label variables, and the grid's sizes."""
 
 from typing import Any
 
@@ -29,11 +29,17 @@ def query(expr: str, legend: str, ref_id: str, *, heatmap: bool = False) -> prom
     return target.format(PromQueryFormat.HEATMAP) if heatmap else target
 
 
+def rate(metric: str, selector: str, by: str = "") -> str:
+    """A counter's per-second rate over the rate window, summed (``by`` those labels when given)."""
+    total = f"sum by ({by}) " if by else "sum"
+    return f"{total}(rate({metric}{{{selector}}}[{RATE}]))"
+
+
 def quantiles(histogram: str, selector: str, label: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[Any]:
     """p50/p95/p99 (or ``qs``) of a Prometheus histogram, one query each."""
     return [
         query(
-            f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{{{selector}}}[{RATE}])))",
+            f"histogram_quantile({q}, {rate(f'{histogram}_bucket', selector, 'le')})",
             f"{label} p{round(q * 100)}",
             f"{label}-p{round(q * 100)}",
         )
@@ -100,6 +106,14 @@ def panel_timeseries(  # noqa: PLR0913 - keyword-only panel options with default
     if minimum is not None:
         panel = panel.min(minimum)
     return panel
+
+
+def panel_median_p95(
+    title: str, description: str, selector: str, histograms: dict[str, str], *, unit: str
+) -> timeseries.Panel:
+    """A wide panel of the median and 95th percentile of Prometheus histograms (legend label: histogram)."""
+    targets = [q for label, name in histograms.items() for q in quantiles(name, selector, label, (0.5, 0.95))]
+    return panel_timeseries(title, description, targets, unit=unit, width=WIDE)
 
 
 def panel_stat(  # noqa: PLR0913 - keyword-only panel options with defaults

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 import uuid
 from typing import Any
 
 import numpy as np
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from components.common import protocol
 from components.common.errors import InvalidRequestError
@@ -71,11 +72,23 @@ def images_from_v2(request: InferRequest, max_batch: int) -> list[bytes]:
         raise InvalidRequestError(f"input {tensor.name!r} has shape {shape}; expected [N] or [N, 1]")
     # Raw bytes over gRPC (raw_input_contents or bytes_contents) and the REST binary-data extension;
     # base64 strings in REST JSON.
-    values: list[Any] = list(tensor.as_numpy().reshape(-1)) if request.from_grpc else list(tensor.data or [])
+    values: list[Any] = _grpc_values(tensor, shape) if request.from_grpc else list(tensor.data or [])
     if len(values) != shape[0]:
         raise InvalidRequestError(f"input {tensor.name!r} declares {shape[0]} elements but carries {len(values)}")
     _check_batch(len(values), max_batch)
     return [bytes(v) if isinstance(v, bytes) else _b64decode(v, f"{tensor.name}[{i}]") for i, v in enumerate(values)]
+
+
+def _grpc_values(tensor: InferInput, shape: list[int]) -> list[Any]:
+    """The elements of a gRPC BYTES tensor; a shape its contents do not fill is the client's error, not ours."""
+    try:
+        return list(tensor.as_numpy().reshape(-1))
+    except (ValueError, TypeError, struct.error) as exc:
+        raise InvalidRequestError(
+            f"input {tensor.name!r} declares shape {shape} but its contents do not fit it ({exc}); send one BYTES "
+            "element per image, in bytes_contents or in raw_input_contents (each a 4-byte little-endian length, "
+            "then that many bytes)"
+        ) from exc
 
 
 def v1_response(answers: list[Answer]) -> dict[str, Any]:

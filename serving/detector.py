@@ -34,6 +34,8 @@ from components.common.transforms import image_crops, load_image
 from serving import codec, explain, metrics
 
 log = structlog.get_logger(__name__)
+# What a failed load raises (FileNotFoundError is an OSError): the server then stays up, not ready, and says why.
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 
 
 class DetectorModel(Model):
@@ -46,7 +48,9 @@ class DetectorModel(Model):
         self.settings, self.limits = settings, limits
         self.provenance = ProvenanceReader(provenance)
         self.net: Detector | None = None  # torch: explain (and inference with the torch runtime)
-        self.engine: Engine | None = None  # inference in the configured runtime/precision
+        # inference in the configured runtime/precision (not ``engine``: KServe's Model.engine flags a vLLM-style engine
+        # to start, and a truthy one makes ModelServer.start schedule it)
+        self.inference: Engine | None = None
         self.folder: Path | None = None  # the loaded artifact folder
         self.config: ArtifactConfig | None = None
         self.version = "unknown"
@@ -58,14 +62,11 @@ class DetectorModel(Model):
             folder = fetch_artifact(self.settings.model_uri, self.settings.download_dir / self.name)
             self.net, self.config = load_artifact(folder)
             self.folder = folder
-            self.engine = self._open_engine(folder)
+            self.inference = self._open_engine(folder)
             self.version = self._version_of(folder)
             self.score([_warmup_image(self.config.model.preprocessing.image_size)])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # FileNotFoundError is an OSError
-            log.error(
-                "model_load_failed", model_uri=self.settings.model_uri, error=str(exc), error_type=type(exc).__name__
-            )
-            self.ready = False
+        except LOAD_ERRORS as exc:
+            self._load_failed(exc)
             return False
         self.ready = True
         log.info(
@@ -90,9 +91,9 @@ class DetectorModel(Model):
     @property
     def loaded_engine(self) -> Engine:
         """The inference engine of the loaded artifact; ModelNotReady (KServe's 503) before a load."""
-        if self.engine is None:
+        if self.inference is None:
             raise ModelNotReady(self.name, "No inference engine is open.")
-        return self.engine
+        return self.inference
 
     @property
     def loaded_net(self) -> Detector:
@@ -112,12 +113,22 @@ class DetectorModel(Model):
     def __getstate__(self) -> dict[str, Any]:
         """With ``--workers N`` KServe pickles the loaded model into each worker process: an inference engine
         cannot travel, so each worker opens its own (``__setstate__``)."""
-        return {**self.__dict__, "engine": None}
+        return {**self.__dict__, "inference": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """In a worker: open the engine of a model the parent loaded. A model that did not load stays not ready, and
+        a worker that cannot open it logs why and answers not ready: a worker that raised here would die at start,
+        and KServe would restart it forever with the port never answering."""
         self.__dict__.update(state)
-        if self.folder is not None:
-            self.engine = self._open_engine(self.folder)
+        if self.ready and self.folder is not None:
+            try:
+                self.inference = self._open_engine(self.folder)
+            except LOAD_ERRORS as exc:
+                self._load_failed(exc)
+
+    def _load_failed(self, exc: Exception) -> None:
+        log.error("model_load_failed", model_uri=self.settings.model_uri, error=str(exc), error_type=type(exc).__name__)
+        self.ready = False
 
     def _open_engine(self, folder: Path) -> Engine:
         """The configured runtime/precision, if this model version's evaluation enabled it (ValueError if not)."""
@@ -201,6 +212,7 @@ class DetectorModel(Model):
                     generator_probability=round(generator_probability, 6),
                     provenance=found,
                     verdict_source=source,
+                    threshold=round(config.threshold, 6),
                 )
             )
         return answers

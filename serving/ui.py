@@ -25,8 +25,8 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,29 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:300] or response.reason_phrase
 
 
+@contextmanager
+def _reading_answer(target: Target, lacking: str) -> Iterator[None]:
+    """An answer that lacks what the page shows (a missing key, a wrong type) is a 502 that names the server."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ProxyError(502, f"the model server at {target.url} answered {lacking}: {exc!r}") from exc
+
+
+def _log_check(event: str, result: dict[str, Any], model: str, image: bytes, **fields: Any) -> None:
+    """One line per check: where it went, the result's ``fields``, and the exact bytes scored (the page never
+    re-encodes)."""
+    log.info(
+        event,
+        target=result["target"],
+        model=model,
+        **fields,
+        latency_ms=result["latency_ms"],
+        image_bytes=len(image),
+        image_sha256=hashlib.sha256(image).hexdigest(),
+    )
+
+
 class ModelServers:
     """Forwards checks to the configured model servers (KServe v2 REST for scores, v1 ``:explain`` for Grad-CAM)."""
 
@@ -152,12 +175,12 @@ class ModelServers:
         return answer, latency_ms
 
     async def predict(self, key: str, model: str, image: bytes) -> dict[str, Any]:
-        """One image scored through v2 REST: probability, label, confidence, model version, latency, and the
-        provenance evidence with what decided the label (``verdict_source``)."""
+        """One image scored through v2 REST: probability, the threshold of its label, label, confidence, model version,
+        latency, and the provenance evidence with what decided the label (``verdict_source``)."""
         target = self.target(key)
         request = protocol.v2_request([image], str(uuid.uuid4()))
         answer, latency_ms = await self._post(target, model, f"/v2/models/{model}/infer", request)
-        try:
+        with _reading_answer(target, "without probability, label and confidence"):
             columns = {o["name"]: o["data"] for o in answer["outputs"]}
             found = protocol.read_v2(columns)[0]
             missing = [name for name in protocol.REQUIRED_OUTPUTS if getattr(found, name) is None]
@@ -172,6 +195,7 @@ class ModelServers:
                 "model_name": str(answer.get("model_name") or model),
                 "model_version": str(answer.get("model_version") or "unknown"),
                 "probability": found.probability,
+                "threshold": found.threshold,  # None from a model server from before the threshold field
                 "label": found.label,
                 "confidence": found.confidence,
                 # None from a model server from before provenance (or with an unreadable evidence object)
@@ -179,20 +203,14 @@ class ModelServers:
                 "verdict_source": found.verdict_source or protocol.PIXELS,
                 "latency_ms": round(latency_ms, 1),
             }
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ProxyError(
-                502, f"the model server at {target.url} answered without probability, label and confidence: {exc!r}"
-            ) from exc
-        log.info(
+        _log_check(
             "ui_predict",
-            target=key,
-            model=model,
+            result,
+            model,
+            image,
             model_version=result["model_version"],
             label=result["label"],
             verdict_source=result["verdict_source"],
-            latency_ms=result["latency_ms"],
-            image_bytes=len(image),
-            image_sha256=hashlib.sha256(image).hexdigest(),  # the exact bytes scored: the page never re-encodes
         )
         return result
 
@@ -201,7 +219,7 @@ class ModelServers:
         target = self.target(key)
         request = protocol.v1_request([image])
         answer, latency_ms = await self._post(target, model, f"/v1/models/{model}:explain", request)
-        try:
+        with _reading_answer(target, ":explain without a heatmap"):
             explanation = answer["explanations"][0]
             result = {
                 "target": key,
@@ -211,18 +229,7 @@ class ModelServers:
                 "heatmap_png_b64": str(explanation["heatmap"]["b64"]),
                 "latency_ms": round(latency_ms, 1),
             }
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ProxyError(
-                502, f"the model server at {target.url} answered :explain without a heatmap: {exc!r}"
-            ) from exc
-        log.info(
-            "ui_explain",
-            target=key,
-            model=model,
-            latency_ms=result["latency_ms"],
-            image_bytes=len(image),
-            image_sha256=hashlib.sha256(image).hexdigest(),
-        )
+        _log_check("ui_explain", result, model, image)
         return result
 
     async def models(self, target: Target) -> dict[str, Any]:

@@ -10,20 +10,12 @@ from components.common.settings import Settings
 
 def drift_run(args: argparse.Namespace, settings: Settings) -> None:
     """``apd drift run``: the table of signals and the verdict; exit 3 when the alert fires, else 0."""
-    from components.monitoring.job import DriftJob, run_drift
+    from components.monitoring.job import drift_job, run_drift
 
-    update: dict[str, object] = {}
-    if args.window_hours is not None:
-        update["window_hours"] = args.window_hours
-    if args.pushgateway:
-        update["pushgateway_url"] = args.pushgateway
-    drift = settings.drift.model_copy(update=update)
-    job = DriftJob(
-        settings=drift,
-        s3=settings.s3,
-        mlflow=settings.mlflow,
-        sink=settings.sink,
-        model_name=settings.mlflow.model_name,
+    job = drift_job(
+        settings,
+        args.window_hours,
+        args.pushgateway,
         model_version=args.model_version,
         alias=args.alias,
         endpoint=args.endpoint,
@@ -31,7 +23,7 @@ def drift_run(args: argparse.Namespace, settings: Settings) -> None:
         end=args.end,
     )
     result = run_drift(job)
-    print(result.to_text(drift))
+    print(result.to_text(job.settings))
     if result.alert:
         raise DriftAlertError(f"drift alert on {args.endpoint}")
 

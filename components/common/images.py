@@ -16,6 +16,12 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from components.common.errors import InvalidImageError
 from components.common.settings import ImageLimits
 
+# Pillow warns of images above its decompression-bomb threshold; our own pixel limit (ImageLimits.max_pixels), checked
+# on every header, is the one that answers. Installed once, here: catching warnings around every image
+# (warnings.catch_warnings) resets Python's once-per-place memory of all warnings, which printed every other warning
+# of the model server (a FastAPI deprecation in KServe) again on every request.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 # Truncated files must fail, never be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -54,10 +60,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
             f"the image is {len(data)} bytes; the limit is {limits.max_bytes} bytes", reason="too_large"
         )
     try:
-        with warnings.catch_warnings():
-            # Our own pixel limit below is stricter than Pillow's warning threshold.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(
             f"the image declares too many pixels ({exc}); the limit is {limits.max_pixels} pixels",
@@ -95,10 +98,8 @@ def probe_header(data: bytes) -> ImageHeader | None:
     Ingest records these facts for every file, good or bad, so that validate can name the bad ones.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                return ImageHeader(format=img.format or "unknown", width=img.size[0], height=img.size[1])
+        with Image.open(io.BytesIO(data)) as img:
+            return ImageHeader(format=img.format or "unknown", width=img.size[0], height=img.size[1])
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
         return None
 

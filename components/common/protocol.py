@@ -12,10 +12,10 @@ between them as pure functions on plain Python data (no kserve, no tritonclient,
 One type, ``Answer``, is the answer for one image on both sides. The server fills every field. A client reading a
 response (``read_v1``, ``read_v2``) gets None for what the response does not hold: a server from before the
 provenance evidence sends no ``provenance`` and ``verdict_source`` (its labels all came from the pixels), one from
-before attribution no ``generator``; v2 carries no ``inference_time_ms``; a value of the wrong type, or a
-``provenance`` that is not a readable evidence object, reads as None too (a malformed field must not cost the rest
-of the answer). What a None stands for is the reader's choice (the batch client writes ``pixels`` for a missing
-``verdict_source``, the payload sink keeps null).
+before attribution no ``generator``, one from before the threshold field no ``threshold``; v2 carries no
+``inference_time_ms``; a value of the wrong type, or a ``provenance`` that is not a readable evidence object, reads
+as None too (a malformed field must not cost the rest of the answer). What a None stands for is the reader's
+choice (the batch client writes ``pixels`` for a missing ``verdict_source``, the payload sink keeps null).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ OUTPUTS = (
     ("generator_probability", "FP32"),
     ("provenance", "BYTES"),
     ("verdict_source", "BYTES"),
+    ("threshold", "FP32"),
 )
 OUTPUT_NAMES = tuple(name for name, _ in OUTPUTS)
 REQUIRED_OUTPUTS = OUTPUT_NAMES[:3]  # what every server version answers: probability, label, confidence
@@ -77,6 +78,8 @@ class Answer:
     generator_probability: float | None = None
     provenance: Provenance | None = None  # what the file declares about its origin (C2PA, IPTC, generator metadata)
     verdict_source: str | None = None  # pixels | provenance: what decided the label
+    # The model version's decision threshold: the pixels' label is ai_generated from this probability on.
+    threshold: float | None = None
 
     @property
     def ai_declared(self) -> bool | None:
@@ -131,6 +134,7 @@ def v1_predictions(answers: Sequence[Answer]) -> dict[str, Any]:
         "predictions": [
             {
                 "probability": a.probability,
+                "threshold": a.threshold,
                 "label": a.label,
                 "confidence": a.confidence,
                 "model_version": a.model_version,
@@ -207,6 +211,7 @@ def read_v1(document: Mapping[str, Any]) -> list[Answer]:
                 generator_probability=_float(generator.get("probability")),
                 provenance=read_provenance(item.get("provenance")),
                 verdict_source=as_text(item.get("verdict_source")),
+                threshold=_float(item.get("threshold")),
             )
         )
     return answers
@@ -233,6 +238,7 @@ def read_v2(columns: Mapping[str, Sequence[Any]], model_version: str | None = No
             generator_probability=_float(at("generator_probability", i)),
             provenance=read_provenance(at("provenance", i)),
             verdict_source=as_text(at("verdict_source", i)),
+            threshold=_float(at("threshold", i)),
         )
         for i in range(count)
     ]

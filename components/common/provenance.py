@@ -38,6 +38,10 @@ from PIL import Image
 from components.common.metadata_blocks import find_blocks
 from components.common.settings import ProvenanceSettings
 
+# Pillow's TIFF parser warns of corrupt EXIF blocks ("Corrupt EXIF data ..."); a broken block reads as what it
+# holds, and what cannot be read is reported in ``unreadable``. Installed once (see components.common.images).
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
 log = structlog.get_logger(__name__)
 
 KINDS = ("c2pa", "iptc", "generator_metadata", "exif_software")
@@ -272,14 +276,12 @@ def _xmp_signals(packet: bytes) -> tuple[list[Signal], str | None]:
 
 def _exif_signals(tiff: bytes) -> tuple[list[Signal], str | None]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data": a broken block reads as what it holds
-            exif = Image.Exif()
-            exif.load(tiff)
-            sub = exif.get_ifd(_EXIF_IFD)
-            software, make, model = (_ascii(exif.get(t)) for t in (_SOFTWARE, _MAKE, _MODEL))
-            comment = _user_comment(sub.get(_USER_COMMENT))
-            description = _ascii(exif.get(_DESCRIPTION))
+        exif = Image.Exif()
+        exif.load(tiff)
+        sub = exif.get_ifd(_EXIF_IFD)
+        software, make, model = (_ascii(exif.get(t)) for t in (_SOFTWARE, _MAKE, _MODEL))
+        comment = _user_comment(sub.get(_USER_COMMENT))
+        description = _ascii(exif.get(_DESCRIPTION))
     except Exception as exc:  # Pillow's TIFF parser raises many types on hostile input
         return [], f"EXIF: {type(exc).__name__}: {exc}"[:300]
     signals = []

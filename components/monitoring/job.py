@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import structlog
@@ -14,7 +15,7 @@ import structlog
 from components.common.artifact import CONFIG_FILE, REFERENCE_FILE, ArtifactConfig, fetch_artifact
 from components.common.errors import DataSourceError, InvalidParameterError
 from components.common.records import FEATURE_COLUMNS, join_key
-from components.common.settings import DriftSettings, MlflowSettings, S3Settings, SinkSettings
+from components.common.settings import DriftSettings, MlflowSettings, S3Settings, Settings, SinkSettings
 from components.monitoring.publish import log_run, push_gauges, store_outputs
 from components.monitoring.records import read_records
 from components.monitoring.result import DriftResult
@@ -45,6 +46,18 @@ class DriftJob:
     start: datetime | None = None
     end: datetime | None = None
     out_dir: Path | None = None
+
+
+def drift_job(settings: Settings, window_hours: float | None, pushgateway_url: str | None, **what: Any) -> DriftJob:
+    """A job on the stores and registered model of ``settings``, with its drift settings but the run's own window
+    length and Pushgateway when given; ``what``: the fields that pick the version, endpoint and window, and out_dir."""
+    update: dict[str, object] = {}
+    if window_hours is not None:
+        update["window_hours"] = window_hours
+    if pushgateway_url:
+        update["pushgateway_url"] = pushgateway_url
+    drift = settings.drift.model_copy(update=update)
+    return DriftJob(drift, settings.s3, settings.mlflow, settings.sink, settings.mlflow.model_name, **what)
 
 
 def window(hours: float, start: datetime | None = None, end: datetime | None = None) -> tuple[datetime, datetime]:

@@ -343,6 +343,9 @@ function showResult(parts, answer, file, model, totalMs) {
   fact(dl, fromFile ? "Pixel model's probability" : "Probability AI-generated",
     el("strong", { text: percent(r.probability) }), "probability");
   fact(dl, "Confidence", el("span", { class: `band ${r.confidence}`, text: r.confidence }), "confidence");
+  if (r.threshold !== null && r.threshold !== undefined) {
+    fact(dl, "Threshold", `${percent(r.threshold)}: ai_generated from this probability on`, "threshold");
+  }
   fact(dl, "Model", `${r.model_name}, version ${r.model_version}`, "model-version");
   fact(dl, "Latency", `${r.latency_ms} ms model server, ${Math.round(totalMs)} ms in total`, "latency");
   parts.body.append(dl);

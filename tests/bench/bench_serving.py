@@ -162,7 +162,7 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     model.load()
     runtime, precision = variant.split("/")
     # Swapped in directly, so that variants the evaluation did not enable are measured as well.
-    model.engine = open_engine(Path(model_dir), runtime, precision, torch.get_num_threads(), model.net)
+    model.inference = open_engine(Path(model_dir), runtime, precision, torch.get_num_threads(), model.net)
     rates = {}
     for name, path in images.items():
         data = path.read_bytes()
@@ -176,11 +176,11 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     side = model.config.model.preprocessing.image_size
     for batch in (1, 16):
         tensor = np.random.default_rng(0).random((batch, 3, side, side), dtype=np.float32)
-        model.engine(tensor)
+        model.inference(tensor)
         count = max(2, rounds * 2 // batch)
         started = time.perf_counter()
         for _ in range(count):
-            model.engine(tensor)
+            model.inference(tensor)
         rates[f"infer b{batch}"] = count * batch / (time.perf_counter() - started)
     return rates
 

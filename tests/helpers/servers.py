@@ -20,7 +20,11 @@ MODEL = "apd-detector"  # the name `apd serve` serves the model under (the URL p
 class ModelServer:
     """`apd serve` in a subprocess on free loopback ports, its log in ``tmp``."""
 
-    def __init__(self, tmp: Path, model_uri: str, env: dict[str, str] | None = None, workers: int = 1) -> None:
+    def __init__(
+        self, tmp: Path, model_uri: str, env: dict[str, str] | None = None, workers: int = 1, *, ready: bool = True
+    ) -> None:
+        """Start it and wait until it answers: live, and with workers the model ready too (``ready=False`` for a
+        model meant to fail its load)."""
         self.http, self.grpc = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http}"
         self.log = (tmp / f"server-{self.http}.log").open("w")
@@ -30,7 +34,8 @@ class ModelServer:
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         # With workers, each one must have unpickled the model and opened its session: ready, not only live (two
         # workers loading under load on 2 cores can take a while).
-        urls = [f"{self.url}/v2/health/live"] + ([f"{self.url}/v2/models/{MODEL}/ready"] if workers > 1 else [])
+        ready_url = [f"{self.url}/v2/models/{MODEL}/ready"] if workers > 1 and ready else []
+        urls = [f"{self.url}/v2/health/live", *ready_url]
         try:
             wait_until_up(self.process, Path(self.log.name), *urls, seconds=240, poll=0.5)
         except BaseException:  # not up in time: no server left running behind the failed test
@@ -50,6 +55,11 @@ class ModelServer:
         except urllib.error.HTTPError as exc:
             text = exc.read().decode()
             return exc.code, json.loads(text) if text.startswith("{") else text
+
+    def log_text(self) -> str:
+        """What the server has logged so far."""
+        self.log.flush()
+        return Path(self.log.name).read_text()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -47,7 +47,7 @@ def test_health_metadata_and_model_list(model_server: ModelServer) -> None:
     assert model_server.call("GET", f"/v1/models/{MODEL}")[1]["ready"] is True
     metadata = model_server.call("GET", f"/v2/models/{MODEL}")[1]
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
-    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == list(OUTPUTS)  # pinned in test_protocol
+    assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == list(OUTPUTS)  # checked in test_protocol
 
 
 def test_v1_predicts_every_image_of_a_batch(model_server: ModelServer) -> None:
@@ -57,7 +57,8 @@ def test_v1_predicts_every_image_of_a_batch(model_server: ModelServer) -> None:
     assert len(predictions) == 3
     for p in predictions:
         assert 0 <= p["probability"] <= 1
-        assert p["label"] == ("ai_generated" if p["probability"] >= 0.5 else "real")
+        assert p["threshold"] == 0.5  # the test artifact's: the answer says which threshold made its label
+        assert p["label"] == ("ai_generated" if p["probability"] >= p["threshold"] else "real")
         assert p["confidence"] in {"low", "medium", "high"}
         assert p["model_version"]
         assert p["inference_time_ms"] > 0
@@ -172,15 +173,39 @@ def test_metrics_move_when_requests_are_served(model_server: ModelServer) -> Non
     assert sample("apd_preprocess_seconds_count") > 0
 
 
-def test_tritonclient_http_and_grpc(model_server: ModelServer, tmp_path: Path) -> None:
-    """tritonclient.grpc cannot share a process with kserve (duplicate protobuf symbols): both run in a child."""
-    (tmp_path / "image.jpg").write_bytes(JPEG)
-    script = textwrap.dedent(
-        f"""
-        import json, numpy as np, tritonclient.http as http, tritonclient.grpc as grpc
-        import base64
-        raw = open({str(tmp_path / "image.jpg")!r}, "rb").read()
+def _tritonclient(model_server: ModelServer, image: bytes, code: str, tmp_path: Path) -> Any:
+    """What ``code`` prints last, read as JSON. It runs in a child process, because tritonclient.grpc cannot share one
+    with kserve (duplicate protobuf symbols), after a preamble that gives it ``raw`` (the image's bytes), ``base64``,
+    ``json``, ``np``, the modules ``http`` and ``grpc`` of tritonclient, and their clients ``h`` and ``g`` of the
+    model server."""
+    (tmp_path / "image").write_bytes(image)
+    preamble = f"""
+        import base64, json, numpy as np, tritonclient.http as http, tritonclient.grpc as grpc
+        raw = open({str(tmp_path / "image")!r}, "rb").read()
         h = http.InferenceServerClient("127.0.0.1:{model_server.http}")
+        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
+        """
+    script = textwrap.dedent(preamble) + textwrap.dedent(code)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _grpc_outputs(model_server: ModelServer, image: bytes, names: tuple[str, ...], tmp_path: Path) -> dict[str, Any]:
+    """The outputs ``names`` of one image scored over v2 gRPC: BYTES as text, numbers as float."""
+    code = f"""
+        i = grpc.InferInput("image", [1], "BYTES")
+        i.set_data_from_numpy(np.array([raw], dtype=np.object_))
+        r = g.infer("{MODEL}", [i], request_id="grpc")
+        first = {{name: r.as_numpy(name)[0] for name in {names!r}}}
+        print(json.dumps({{n: v.decode() if isinstance(v, bytes) else float(v) for n, v in first.items()}}))
+        """
+    outputs: dict[str, Any] = _tritonclient(model_server, image, code, tmp_path)
+    return outputs
+
+
+def test_tritonclient_http_and_grpc(model_server: ModelServer, tmp_path: Path) -> None:
+    code = f"""
         i = http.InferInput("image", [1], "BYTES")
         i.set_data_from_numpy(np.array([base64.b64encode(raw)], dtype=np.object_), binary_data=False)
         r = h.infer("{MODEL}", [i], request_id="t1", headers={{"Content-Type": "application/json"}},
@@ -190,7 +215,6 @@ def test_tritonclient_http_and_grpc(model_server: ModelServer, tmp_path: Path) -
         b.set_data_from_numpy(np.array([raw], dtype=np.object_), binary_data=True)  # the binary-data extension
         plain = [http.InferRequestedOutput("probability", binary_data=False)]
         rb = h.infer("{MODEL}", [b], request_id="t3", outputs=plain)
-        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
         gi = grpc.InferInput("image", [1], "BYTES")
         gi.set_data_from_numpy(np.array([raw], dtype=np.object_))
         gr = g.infer("{MODEL}", [gi], request_id="t2")
@@ -198,10 +222,7 @@ def test_tritonclient_http_and_grpc(model_server: ModelServer, tmp_path: Path) -
                           "binary": float(rb.as_numpy("probability")[0]),
                           "grpc_label": gr.as_numpy("label")[0].decode(), "ready": g.is_model_ready("{MODEL}")}}))
         """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _tritonclient(model_server, JPEG, code, tmp_path)
     assert result["ready"] is True
     assert result["http"] == pytest.approx(result["grpc"], abs=1e-5)
     assert result["binary"] == pytest.approx(result["http"], abs=1e-5)  # raw bytes, no 500 from KServe
@@ -266,24 +287,10 @@ def test_v2_rest_provenance_output_is_the_v1_object_as_json(
 
 
 def test_v2_grpc_carries_provenance(model_server: ModelServer, declared: dict[str, bytes], tmp_path: Path) -> None:
-    """tritonclient.grpc in a child process (it cannot share one with kserve)."""
-    (tmp_path / "signed.jpg").write_bytes(declared["c2pa_ai_jpeg"])
-    script = textwrap.dedent(
-        f"""
-        import json, numpy as np, tritonclient.grpc as grpc
-        raw = open({str(tmp_path / "signed.jpg")!r}, "rb").read()
-        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
-        i = grpc.InferInput("image", [1], "BYTES")
-        i.set_data_from_numpy(np.array([raw], dtype=np.object_))
-        r = g.infer("{MODEL}", [i], request_id="g1")
-        first = {{name: r.as_numpy(name)[0].decode() for name in ("provenance", "verdict_source", "label")}}
-        print(json.dumps({{**first, "provenance": json.loads(first["provenance"])}}))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert (result["provenance"]["ai_declared"], result["provenance"]["c2pa"]) == (True, "trusted")
+    names = ("provenance", "verdict_source", "label")
+    result = _grpc_outputs(model_server, declared["c2pa_ai_jpeg"], names, tmp_path)
+    provenance = json.loads(result["provenance"])
+    assert (provenance["ai_declared"], provenance["c2pa"]) == (True, "trusted")
     assert (result["verdict_source"], result["label"]) == ("provenance", "ai_generated")
 
 
@@ -292,22 +299,9 @@ def test_an_image_near_the_byte_limit_is_scored_over_grpc(model_server: ModelSer
     the byte limit (serving/server.py)."""
     big = encode("PNG", (1780, 1760), seed=11)  # noise does not compress: about 9.4 MB, under the 10 MB limit
     assert 9_000_000 < len(big) < 10 * 1024 * 1024
-    (tmp_path / "big.png").write_bytes(big)
     rest = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(big))
     assert rest[0] == 200, rest[1]
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, tritonclient.grpc as grpc
-        raw = open({str(tmp_path / "big.png")!r}, "rb").read()
-        g = grpc.InferenceServerClient("127.0.0.1:{model_server.grpc}")
-        i = grpc.InferInput("image", [1], "BYTES")
-        i.set_data_from_numpy(np.array([raw], dtype=np.object_))
-        print(float(g.infer("{MODEL}", [i], request_id="big").as_numpy("probability")[0]))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    probability = float(done.stdout.strip().splitlines()[-1])
+    probability = _grpc_outputs(model_server, big, ("probability",), tmp_path)["probability"]
     assert probability == pytest.approx(rest[1]["predictions"][0]["probability"], abs=1e-5)
 
 
@@ -480,6 +474,34 @@ def test_a_precision_loads_only_when_the_evaluation_enabled_it(tmp_path: Path) -
     assert not _load(folder, "openvino", "int8").load()  # enabled, but this artifact has no model.int8.onnx
 
 
+def test_a_grpc_tensor_whose_contents_do_not_fill_its_shape_is_invalid_argument(model_server: ModelServer) -> None:
+    """KServe's own gRPC stubs (tritonclient checks the shape before sending, so it cannot send this)."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[2])
+    tensor.contents.bytes_contents.append(JPEG)
+    with grpc.insecure_channel(f"127.0.0.1:{model_server.grpc}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL, inputs=[tensor]), timeout=60)
+        tensor.shape[:] = [1]  # the same request with the shape it fills is answered
+        answer = stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL, inputs=[tensor]), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "input 'image' declares shape [2] but its contents do not fit it" in caught.value.details()
+    assert [o.name for o in answer.outputs][:3] == ["probability", "label", "confidence"]
+
+
+def test_the_log_carries_events_not_warnings(model_server: ModelServer) -> None:
+    """A FastAPI deprecation (KServe's ORJSONResponse) was printed on every request: each image reset Python's
+    memory of warnings already shown."""
+    for _ in range(3):
+        assert model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[0] == 200
+        assert model_server.call("POST", f"/v2/models/{MODEL}/infer", _v2(WEBP))[0] == 200
+    assert "Warning" not in model_server.log_text()
+
+
 def test_several_worker_processes_serve_the_same_answers(model_server: ModelServer, tmp_path: Path) -> None:
     """--workers 2: KServe pickles the loaded model into each process; each opens its own inference engine."""
     single = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
@@ -492,3 +514,19 @@ def test_several_worker_processes_serve_the_same_answers(model_server: ModelServ
             assert got == pytest.approx([p["probability"] for p in single], abs=1e-5)
     finally:
         pair.stop()
+
+
+def test_a_failed_load_with_workers_answers_not_ready_and_says_why(tmp_path: Path) -> None:
+    """--workers 2 and a precision this model version does not enable: the workers used to die at start, restarted
+    by KServe forever, the port never answering."""
+    env = {"APD_SERVING__RUNTIME": "openvino", "APD_SERVING__PRECISION": "int8", "OMP_NUM_THREADS": "1"}
+    server = ModelServer(tmp_path, str(detector_artifact(tmp_path / "models")), env, workers=2, ready=False)
+    try:
+        status, body = server.call("GET", f"/v2/models/{MODEL}/ready")
+        assert status == 503, body
+        assert server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG))[0] == 503
+        log = server.log_text()
+        assert "model_load_failed" in log
+        assert "inference variant openvino/int8 is not enabled for this model version" in log
+    finally:
+        server.stop()

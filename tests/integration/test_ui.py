@@ -94,6 +94,7 @@ def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model
     )[1]["predictions"][0]
     assert result["probability"] == pytest.approx(direct["probability"], abs=1e-5)
     assert (result["label"], result["confidence"]) == (direct["label"], direct["confidence"])
+    assert result["threshold"] == direct["threshold"] == 0.5  # the test artifact's
     assert result["model_version"] == direct["model_version"] == "models-test"
     assert result["model_name"] == MODEL
     assert result["latency_ms"] > 0
@@ -389,6 +390,7 @@ def test_a_jpeg_gets_a_verdict_and_its_grad_cam_overlay(
     gauge = browser.js("document.querySelector('#results .card .gauge').getAttribute('aria-valuenow')")
     assert float(gauge) == pytest.approx(probability, abs=0.1)
     assert _field(browser, "confidence") in {"low", "medium", "high"}
+    assert _field(browser, "threshold") == "50.0 %: ai_generated from this probability on"
     assert _field(browser, "model-version") == f"{MODEL}, version models-test"
     assert "ms model server, " in _field(browser, "latency")
 

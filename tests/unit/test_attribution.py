@@ -181,7 +181,7 @@ def test_the_unknown_rule(generators: tuple[str, ...], probs: list[float], expec
 
 def _detection(label: str, generator: str, generator_probability: float) -> Answer:
     probability = 0.75 if label == "ai_generated" else 0.1
-    return Answer(probability, label, "high", "3", 1.5, generator, generator_probability, Provenance(), "pixels")
+    return Answer(probability, label, "high", "3", 1.5, generator, generator_probability, Provenance(), "pixels", 0.5)
 
 
 DETECTIONS = [_detection("ai_generated", "sdxl", 0.8125), _detection("real", "unknown", 0.0)]
@@ -191,6 +191,7 @@ def test_v1_prediction_carries_the_generator() -> None:
     predictions = codec.v1_response(DETECTIONS)["predictions"]
     assert predictions[0] == {
         "probability": 0.75,
+        "threshold": 0.5,
         "label": "ai_generated",
         "confidence": "high",
         "model_version": "3",

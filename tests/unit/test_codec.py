@@ -1,10 +1,12 @@
 """The v1 and v2 answers carry each image's provenance evidence and what decided its label."""
 
 import json
+import struct
 
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 
+from components.common.errors import InvalidRequestError
 from components.common.protocol import Answer
 from components.common.provenance import Provenance, Signal
 from serving import codec
@@ -43,3 +45,34 @@ def test_v2_answer_has_provenance_json_and_verdict_source_outputs(from_grpc: boo
     assert [json.loads(t) for t in texts] == [DECLARED.to_dict(), Provenance().to_dict()]
     sources = [v.decode() if isinstance(v, bytes) else v for v in outputs["verdict_source"].as_numpy()]
     assert sources == ["provenance", "pixels"]
+
+
+def _grpc_request(shape: list[int], *, raw: bytes | None = None, contents: list[bytes] | None = None) -> InferRequest:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=shape)
+    if contents is not None:
+        tensor.contents.bytes_contents.extend(contents)
+    request = pb.ModelInferRequest(model_name="apd-detector", inputs=[tensor])
+    if raw is not None:
+        request.raw_input_contents.append(raw)
+    return InferRequest.from_grpc(request)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pytest.param(_grpc_request([2], raw=struct.pack("<I", 3) + b"abc"), id="raw-short-of-shape"),
+        pytest.param(_grpc_request([2], contents=[b"abc"]), id="bytes-contents-short-of-shape"),
+        pytest.param(_grpc_request([1], raw=struct.pack("<I", 100) + b"abc"), id="raw-length-past-the-end"),
+    ],
+)
+def test_a_grpc_shape_its_contents_do_not_fill_is_the_clients_error(request_: InferRequest) -> None:
+    with pytest.raises(InvalidRequestError, match=r"input 'image' declares shape \[\d\] but its contents do not fit"):
+        codec.images_from_v2(request_, max_batch=8)
+
+
+def test_grpc_raw_and_bytes_contents_give_the_same_images() -> None:
+    raw = b"".join(struct.pack("<I", len(image)) + image for image in (b"jpeg-1", b"png-22"))
+    assert codec.images_from_v2(_grpc_request([2], raw=raw), 8) == [b"jpeg-1", b"png-22"]
+    assert codec.images_from_v2(_grpc_request([2, 1], contents=[b"jpeg-1", b"png-22"]), 8) == [b"jpeg-1", b"png-22"]

@@ -4,8 +4,8 @@ as the server writes them and read back as the clients read them, for v1 and v2,
 import json
 import subprocess
 import sys
-from dataclasses import replace
-from typing import Any
+from dataclasses import fields, replace
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
@@ -16,8 +16,8 @@ from components.common.settings import ServingSettings
 
 DECLARED = Provenance("trusted", (Signal("c2pa", "ai", "DALL-E", "c2pa.created, trainedAlgorithmicMedia"),))
 ANSWERS = [
-    Answer(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance"),
-    Answer(0.91, "ai_generated", "medium", "3", 1.5, "sdxl", 0.75, Provenance(), "pixels"),
+    Answer(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance", 0.55),
+    Answer(0.91, "ai_generated", "medium", "3", 1.5, "sdxl", 0.75, Provenance(), "pixels", 0.55),
 ]
 DECLARED_DICT = {
     "ai_declared": True,
@@ -32,21 +32,24 @@ NOTHING_DICT = {"ai_declared": False, "c2pa": "absent", "signals": [], "unreadab
 
 def test_the_contract_constants() -> None:
     assert (protocol.INPUT_NAME, protocol.INPUT_DATATYPE) == ("image", "BYTES")
-    assert protocol.OUTPUTS == (
-        ("probability", "FP32"),
-        ("label", "BYTES"),
-        ("confidence", "BYTES"),
-        ("generator", "BYTES"),
-        ("generator_probability", "FP32"),
-        ("provenance", "BYTES"),
-        ("verdict_source", "BYTES"),
-    )
     assert protocol.REQUIRED_OUTPUTS == ("probability", "label", "confidence")
     assert protocol.DEFAULT_MAX_BATCH == ServingSettings().max_batch == 32
     assert protocol.v1_request_example() == '{"instances": [{"image": {"b64": "<base64>"}}, ...]}'
     assert protocol.v2_request_example() == (
         '{"inputs": [{"name": "image", "datatype": "BYTES", "shape": [N], "data": ["<base64>", ...]}]}'
     )
+
+
+def test_the_v2_outputs_are_the_answer_fields_in_order() -> None:
+    """Every Answer field but the response's model_version and v1's inference_time_ms, in the Answer's order; FP32
+    for the numbers, BYTES for text and the evidence object."""
+    hints = get_type_hints(Answer)
+    expected = tuple(
+        (f.name, "FP32" if float in get_args(hints[f.name]) else "BYTES")
+        for f in fields(Answer)
+        if f.name not in {"model_version", "inference_time_ms"}
+    )
+    assert expected == protocol.OUTPUTS
 
 
 def test_the_module_imports_without_kserve_or_tritonclient() -> None:
@@ -107,6 +110,7 @@ def test_v1_predictions_in_wire_order() -> None:
     first, second = protocol.v1_predictions(ANSWERS)["predictions"]
     assert list(first) == [
         "probability",
+        "threshold",
         "label",
         "confidence",
         "model_version",
@@ -117,6 +121,7 @@ def test_v1_predictions_in_wire_order() -> None:
     ]
     assert first == {
         "probability": 0.12,
+        "threshold": 0.55,
         "label": "ai_generated",
         "confidence": "high",
         "model_version": "3",
@@ -142,6 +147,7 @@ def test_v2_columns_in_output_order() -> None:
             json.dumps(NOTHING_DICT, separators=(",", ":")),
         ],
         "verdict_source": ["provenance", "pixels"],
+        "threshold": [0.55, 0.55],
     }
 
 
