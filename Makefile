@@ -24,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 # defaults.
 DEMO_PARAMS ?= -p epochs=14 -p patience=6
 
-.PHONY: help install system-deps demo test schemas audit config-reference test-unit test-deploy lint format bench bench-serving bench-sink bench-predict helm manifests dashboards incident images clean
+.PHONY: help install system-deps demo test schemas audit config-reference test-unit test-deploy lint format bench bench-serving bench-auth bench-images bench-sink bench-predict helm manifests dashboards incident images clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,8 +52,8 @@ demo: install ## Build the offline demo dataset (cached in data/demo), run the w
 incident: install ## The drift drill: a new generator's traffic, the drift alert, retraining, recovery (after `make demo`)
 	$(RUN) $(PY) -m pipelines.incident
 
-test: lint schemas ## Lint and type checks (fast), then every test (unit, integration, chart)
-	$(RUN) $(PY) -m pytest
+test: lint schemas ## Lint and type checks (fast), then every test (unit, integration, chart) with line coverage
+	$(RUN) $(PY) -m pytest --cov --cov-report=term
 
 test-unit: install ## Run the fast unit tests only
 	$(RUN) $(PY) -m pytest -m "not integration and not slow"
@@ -97,6 +97,12 @@ bench: install ## Print the benchmarks' figures (decoding, ingest, validate, tra
 
 bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput
 	$(RUN) $(PY) tests/bench/bench_serving.py
+
+bench-auth: install ## API keys: `apd serve` throughput with keys off and on, and a key's rate limit under overload
+	$(RUN) $(PY) tests/bench/bench_auth.py
+
+bench-images: images ## The images' sizes and the predictor's cold start (podman run -> ready) over 5 starts
+	$(PY) -m tests.bench.bench_images
 
 bench-predict: install ## `apd predict` on 300 real 2 MP JPEGs against the served rate of the same server
 	$(RUN) $(PY) -m tests.bench.bench_predict

@@ -43,7 +43,8 @@ from components.common.metrics import (
     flat_metrics,
     overall_attribution_accuracy,
 )
-from components.common.model import CHECKPOINT_FILE, UNKNOWN_GENERATOR, Detector, ModelConfig, load_checkpoint
+from components.common.model import Detector, load_checkpoint
+from components.common.model_config import CHECKPOINT_FILE, UNKNOWN_GENERATOR, ModelConfig
 from components.common.runtimes import open_engine
 from components.common.settings import ImageLimits, QualityGate
 from components.common.transforms import (
@@ -183,7 +184,7 @@ class _Copies(EvalImages):
         self.__dict__.update(base.__dict__)
         self.change = change
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, float]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, float]:
         image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
         return image_crops(self.change(image), self.prep), self.labels[index]
 

@@ -25,7 +25,8 @@ from components.common.dataset import read_manifest, split_rows
 from components.common.features import image_features
 from components.common.images import decode_image
 from components.common.metrics import flat_metrics
-from components.common.model import CHECKPOINT_FILE, load_checkpoint
+from components.common.model import load_checkpoint
+from components.common.model_config import CHECKPOINT_FILE
 from components.common.settings import ImageLimits
 from components.stage import stage
 

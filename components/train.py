@@ -34,14 +34,8 @@ from tqdm import tqdm
 from components.common.artifact import fetch_artifact, load_artifact
 from components.common.dataset import read_manifest, split_rows
 from components.common.loaders import LABEL_VALUE, EvalImages, eval_loader, predict_logits
-from components.common.model import (
-    CHECKPOINT_FILE,
-    UNKNOWN_GENERATOR,
-    Detector,
-    ModelConfig,
-    build_model,
-    save_checkpoint,
-)
+from components.common.model import Detector, build_model, save_checkpoint
+from components.common.model_config import CHECKPOINT_FILE, UNKNOWN_GENERATOR, ModelConfig
 from components.common.seeding import seed_everything, seed_worker
 from components.common.settings import ImageLimits
 from components.common.transforms import (
@@ -152,7 +146,7 @@ class TrainImages(TorchDataset[TrainItem]):
 
     def __getitem__(self, index: int) -> TrainItem:
         image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
-        return self.transform(image), self.labels[index], self.generators[index]
+        return torch.from_numpy(self.transform(image)), self.labels[index], self.generators[index]
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Any:

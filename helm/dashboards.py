@@ -146,6 +146,38 @@ def serving_row() -> list[Any]:
             {"size": "apd_image_bytes"},
             unit="bytes",
         ),
+        *cache_panels(),
+    ]
+
+
+def cache_panels() -> list[Any]:
+    """The result cache (apd_cache_lookups_total, one lookup per image; apd_cache_entries): how often a repeated
+    image skips decoding and inference, and how full the cache is."""
+    lookups = "apd_cache_lookups_total"
+    hits = rate(lookups, f'{SERVING}, result="hit"')
+    return [
+        panel_timeseries(
+            "Result cache hit ratio",
+            "Share of images answered from the result cache (same bytes, model version and variant), without "
+            "decoding. Hits still count in the prediction panels and reach the payload log.",
+            [query(f"{hits} / {rate(lookups, SERVING)}", "hit ratio", "ratio")],
+            unit="percentunit",
+            minimum=0,
+        ),
+        panel_timeseries(
+            "Result cache",
+            "Images per second answered from the result cache (hit) and scored (miss).",
+            [query(rate(lookups, SERVING, "result"), "{{result}}", "lookups")],
+            unit="ops",
+            stacked=True,
+        ),
+        panel_timeseries(
+            "Result cache entries",
+            "Answers held per model server process (each worker has its own cache); at APD_CACHE__MAX_ENTRIES the "
+            "least recently used go.",
+            [query(f"sum by (pod) (apd_cache_entries{{{SERVING}}})", "{{pod}}", "entries")],
+            minimum=0,
+        ),
     ]
 
 

@@ -98,7 +98,8 @@ def v1_response(answers: list[Answer]) -> dict[str, Any]:
 
 def v2_response(request: InferRequest, answers: list[Answer], model_name: str, version: str) -> InferResponse:
     """The ``protocol.OUTPUTS`` in order, shape [N] each: FP32 as float32, BYTES as UTF-8 (``provenance``: JSON
-    text); raw contents for a gRPC request, JSON data for REST."""
+    text); raw contents for a gRPC request, JSON data for REST. The response parameters say what came from the
+    result cache (``protocol.v2_parameters``)."""
     count, columns = len(answers), protocol.v2_columns(answers)
     outputs = []
     for name, datatype in protocol.OUTPUTS:
@@ -116,4 +117,5 @@ def v2_response(request: InferRequest, answers: list[Answer], model_name: str, v
         model_version=version,
         infer_outputs=outputs,
         from_grpc=request.from_grpc,
+        parameters=protocol.v2_parameters(answers),
     )

@@ -5,17 +5,21 @@ and turns every BYTES element into a UTF-8 string on the way, so a raw JPEG fail
 ("Failed to encode ... using UTF-8") before any model code runs. This data plane parses such requests itself:
 BYTES inputs become lists of ``bytes``, numeric inputs are decoded as KServe decodes them, and a malformed
 request is a 400. Everything else is KServe's own code path.
+
+With API keys on (``APD_AUTH__ENABLED``), the data plane also carries the settings into every REST worker: KServe
+builds its FastAPI app (``kserve.model_server:app``) in each process that serves REST, the main one or each of
+``--workers N`` (spawned, the data plane unpickled there first), and the data plane installs ``serving.auth``'s
+middleware on that process's app, with one Guard per process (``guard``, which the gRPC server shares).
 """
 
 from __future__ import annotations
 
 import struct
-import warnings
 from typing import Any
 
 import numpy as np
 import orjson
-from fastapi.exceptions import FastAPIDeprecationWarning
+from kserve import model_server
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
@@ -27,10 +31,8 @@ from kserve.protocol.infer_type import (
 )
 from kserve.utils.numpy_codec import to_np_dtype
 
-# KServe 0.21's REST endpoints answer with fastapi.responses.ORJSONResponse, which FastAPI deprecated in 0.131: the
-# answers are unchanged, the warning is KServe's to act on and says nothing about a request. Filtered here, a module
-# every worker process imports (``--workers N`` spawns them with this data plane), so it never reaches the log.
-warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated", category=FastAPIDeprecationWarning)
+from components.common.settings import AuthSettings
+from serving.auth import ApiKeyMiddleware, Guard, model_server_needs_key
 
 
 def parse_binary_request(body: bytes, json_length: int, model_name: str) -> InferRequest:
@@ -81,7 +83,28 @@ def parse_binary_request(body: bytes, json_length: int, model_name: str) -> Infe
 
 
 class BinaryBytesDataPlane(DataPlane):
-    """DataPlane whose binary-extension requests keep BYTES raw (see the module docstring)."""
+    """DataPlane whose binary-extension requests keep BYTES raw, and that guards the REST app of every process it is
+    in when API keys are on (see the module docstring)."""
+
+    def __init__(self, model_registry: Any, auth: AuthSettings | None = None) -> None:
+        super().__init__(model_registry=model_registry)
+        self.auth = auth
+        self.guard = self._guard_rest_app()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "guard": None}  # each process its own Guard (a lock, its own buckets)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.guard = self._guard_rest_app()
+
+    def _guard_rest_app(self) -> Guard | None:
+        """With keys on: this process's Guard, its middleware installed on KServe's app (before the app starts)."""
+        if self.auth is None or not self.auth.enabled:
+            return None
+        guard = Guard(self.auth)
+        model_server.app.add_middleware(ApiKeyMiddleware, guard=guard, needs_key=model_server_needs_key)
+        return guard
 
     def decode_inference_request(self, body: Any, headers: dict[str, str], model_name: str) -> InferRequest:
         if isinstance(body, bytes) and INFERENCE_CONTENT_LENGTH_HEADER in headers:

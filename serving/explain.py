@@ -17,7 +17,7 @@ from PIL import Image
 from components.common.artifact import ArtifactConfig
 from components.common.model import Detector
 from components.common.settings import ImageLimits
-from components.common.transforms import eval_transform, image_crops, load_image, plan_crops
+from components.common.transforms import image_crops, load_image, plan_crops
 
 
 def grad_cam(net: Detector, crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +48,10 @@ def explain_image(
     prep = config.model.preprocessing
     net.eval()
     if prep.mode == "resize":
-        logits, cams = grad_cam(net, eval_transform(prep)(load_image(data, limits, prep))[None])
+        logits, cams = grad_cam(net, torch.from_numpy(image_crops(load_image(data, limits, prep), prep)))
         heat = _upsampled(cams[0], image.size)
     else:
-        logits, cams = grad_cam(net, image_crops(image, prep))
+        logits, cams = grad_cam(net, torch.from_numpy(image_crops(image, prep)))
         total = np.zeros((image.height, image.width), dtype=np.float32)
         count = np.zeros_like(total)
         size = prep.image_size

@@ -251,7 +251,8 @@ def parse_response(document: dict[str, Any], tail: bytes) -> ParsedResponse:
     by_name = {t.get("name"): i for i, t in enumerate(tensors) if isinstance(t, dict)}
     columns = {n: _tensor_values(tensors, by_name[n], tail) for n in protocol.OUTPUT_NAMES if n in by_name}
     version = protocol.as_text(document.get("model_version"))
-    return ParsedResponse(protocol.as_text(document.get("model_name")), version, protocol.read_v2(columns, version))
+    answers = protocol.read_v2(columns, version, document.get("parameters"))
+    return ParsedResponse(protocol.as_text(document.get("model_name")), version, answers)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ talks to one origin. The proxy holds no model: it forwards to the model server's
     POST /api/predict?model=M&compare=T:M raw image body -> v2 REST ``/v2/models/M/infer`` (and the compare target)
     POST /api/explain?model=M             raw image body -> v1 ``/v1/models/M:explain`` (Grad-CAM heatmap PNG)
     GET  /healthz                         liveness of the page itself
+    GET  /metrics                         the page's own metrics (apd_auth_requests_total)
+
+With API keys on (``APD_AUTH__ENABLED``, serving/auth.py) every /api call needs a valid key (401, 403, 429 as in the
+model server): the page asks for it once (a login form, the key kept in the tab's memory only) and sends it as
+``X-API-Key``. The proxy passes the caller's ``X-API-Key`` and ``Authorization`` on to the model servers, which check
+them again; a model server that refuses them answers the page's caller with its own 401/403/429, so the login also
+works in front of a model server with keys on and a page without.
 
 Each predict result carries the model server's provenance evidence (``provenance``: what the file declares about
 its origin, parsed from the v2 output's JSON text; ``verdict_source``: ``pixels`` or ``provenance``); a model server
@@ -33,22 +40,27 @@ from typing import Any
 
 import httpx
 import structlog
+from prometheus_client import exposition
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from components.common import protocol
-from components.common.settings import ImageLimits, UiSettings
+from components.common.settings import AuthSettings, ImageLimits, UiSettings
+from serving import metrics
+from serving.auth import ApiKeyMiddleware, Guard
 
 log = structlog.get_logger(__name__)
 
 PAGE_DIR = Path(__file__).with_name("ui")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a KServe model name; keeps URL paths safe
 PRIMARY, COMPARE = "primary", "compare"
+CREDENTIALS = ("x-api-key", "authorization")  # the request headers the proxy passes on to the model servers
+REFUSALS = {401, 403, 429}  # a model server's answers to the caller's key, passed through as they are
 # The page loads nothing from elsewhere: scripts, styles and images come from this origin (images also as
 # data: and blob: URLs, the uploads and the Grad-CAM heatmaps).
 SECURITY_HEADERS = [
@@ -61,9 +73,9 @@ SECURITY_HEADERS = [
 class ProxyError(Exception):
     """A request the page's backend answers with ``status`` and a message in plain words."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,18 @@ def _error_text(response: httpx.Response) -> str:
     return response.text.strip()[:300] or response.reason_phrase
 
 
+def _raise_refusal(response: httpx.Response) -> None:
+    """A model server that refused the caller's key: its status, its words and its Retry-After, passed through."""
+    if response.status_code in REFUSALS:
+        retry = response.headers.get("retry-after")
+        raise ProxyError(response.status_code, _error_text(response), {"Retry-After": retry} if retry else None)
+
+
+def _credentials(request: Request) -> dict[str, str]:
+    """The caller's API key and Authorization headers, for the model servers (which check them again)."""
+    return {name: request.headers[name] for name in CREDENTIALS if name in request.headers}
+
+
 @contextmanager
 def _reading_answer(target: Target, lacking: str) -> Iterator[None]:
     """An answer that lacks what the page shows (a missing key, a wrong type) is a 502 that names the server."""
@@ -143,14 +167,17 @@ class ModelServers:
             raise ProxyError(400, f"unknown server {key!r}; configured: {', '.join(self.targets)}")
         return self.targets[key]
 
-    async def _post(self, target: Target, model: str, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
-        """POST JSON to ``target``; (answer, round trip in ms). Raises ProxyError in plain words."""
+    async def _post(
+        self, target: Target, model: str, path: str, body: dict[str, Any], credentials: dict[str, str]
+    ) -> tuple[dict[str, Any], float]:
+        """POST JSON to ``target`` with the caller's ``credentials``; (answer, round trip in ms). Raises ProxyError
+        in plain words."""
         if not MODEL_NAME.match(model):
             raise ProxyError(400, f"invalid model name {model!r}: letters, digits, '.', '_' and '-' only")
         started = time.perf_counter()
         try:
             response = await self.client.post(
-                f"{target.url}{path}", json=body, headers={"x-request-id": str(uuid.uuid4())}
+                f"{target.url}{path}", json=body, headers={"x-request-id": str(uuid.uuid4()), **credentials}
             )
         except httpx.TimeoutException as exc:
             raise ProxyError(
@@ -164,6 +191,7 @@ class ModelServers:
             raise ProxyError(404, f"model {model!r} is not served at {target.url} ({_error_text(response)})")
         if status == 503:
             raise ProxyError(503, f"model {model!r} at {target.url} is not ready yet; try again in a moment")
+        _raise_refusal(response)
         if 400 <= status < 500:  # the image or the request: the server's own words, with its status
             raise ProxyError(status, _error_text(response))
         if status != 200:
@@ -174,15 +202,17 @@ class ModelServers:
             raise ProxyError(502, f"the model server at {target.url} answered something that is not JSON") from exc
         return answer, latency_ms
 
-    async def predict(self, key: str, model: str, image: bytes) -> dict[str, Any]:
+    async def predict(
+        self, key: str, model: str, image: bytes, credentials: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """One image scored through v2 REST: probability, the threshold of its label, label, confidence, model version,
         latency, and the provenance evidence with what decided the label (``verdict_source``)."""
         target = self.target(key)
         request = protocol.v2_request([image], str(uuid.uuid4()))
-        answer, latency_ms = await self._post(target, model, f"/v2/models/{model}/infer", request)
+        answer, latency_ms = await self._post(target, model, f"/v2/models/{model}/infer", request, credentials or {})
         with _reading_answer(target, "without probability, label and confidence"):
             columns = {o["name"]: o["data"] for o in answer["outputs"]}
-            found = protocol.read_v2(columns)[0]
+            found = protocol.read_v2(columns, parameters=answer.get("parameters"))[0]
             missing = [name for name in protocol.REQUIRED_OUTPUTS if getattr(found, name) is None]
             if missing:
                 raise KeyError(missing[0])
@@ -196,6 +226,7 @@ class ModelServers:
                 "model_version": str(answer.get("model_version") or "unknown"),
                 "probability": found.probability,
                 "threshold": found.threshold,  # None from a model server from before the threshold field
+                "cached": found.cached,  # the server's result cache answered (None: a server without one)
                 "label": found.label,
                 "confidence": found.confidence,
                 # None from a model server from before provenance (or with an unreadable evidence object)
@@ -214,11 +245,13 @@ class ModelServers:
         )
         return result
 
-    async def explain(self, key: str, model: str, image: bytes) -> dict[str, Any]:
+    async def explain(
+        self, key: str, model: str, image: bytes, credentials: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Grad-CAM of one image through v1 ``:explain``: the heatmap PNG (base64) blended over the image."""
         target = self.target(key)
         request = protocol.v1_request([image])
-        answer, latency_ms = await self._post(target, model, f"/v1/models/{model}:explain", request)
+        answer, latency_ms = await self._post(target, model, f"/v1/models/{model}:explain", request, credentials or {})
         with _reading_answer(target, ":explain without a heatmap"):
             explanation = answer["explanations"][0]
             result = {
@@ -232,14 +265,18 @@ class ModelServers:
         _log_check("ui_explain", result, model, image)
         return result
 
-    async def models(self, target: Target) -> dict[str, Any]:
-        """The models a server lists (KServe v1 ``/v1/models``) with their readiness, or why it cannot be asked."""
+    async def models(self, target: Target, credentials: dict[str, str] | None = None) -> dict[str, Any]:
+        """The models a server lists (KServe v1 ``/v1/models``) with their readiness, or why it cannot be asked; a
+        refused key is the caller's to fix (ProxyError with the server's 401/403/429)."""
         entry: dict[str, Any] = {"target": target.key, "url": target.url, "default_model": target.model}
         try:
-            listed = await self.client.get(f"{target.url}/v1/models")
+            listed = await self.client.get(f"{target.url}/v1/models", headers=credentials)
+            _raise_refusal(listed)
             listed.raise_for_status()
             names = [n for n in listed.json().get("models", []) if isinstance(n, str) and MODEL_NAME.match(n)]
-            states = await asyncio.gather(*(self.client.get(f"{target.url}/v1/models/{n}") for n in names))
+            states = await asyncio.gather(
+                *(self.client.get(f"{target.url}/v1/models/{n}", headers=credentials) for n in names)
+            )
             ready = [s.status_code == 200 and bool(s.json().get("ready")) for s in states]
         except (httpx.HTTPError, ValueError, AttributeError) as exc:  # down, or not a KServe model server
             entry.update(models=[], error=f"cannot list the models at {target.url}: {exc}")
@@ -285,12 +322,15 @@ async def predict(request: Request) -> JSONResponse:
     image = await _read_image(request, request.app.state.limits.max_bytes)
     model = request.query_params.get("model") or servers.targets[PRIMARY].model
     choice = _compare_choice(servers, request.query_params.get("compare"))
+    credentials = _credentials(request)
     if choice is None:
-        return JSONResponse({"result": await servers.predict(PRIMARY, model, image), "compare": None})
+        return JSONResponse({"result": await servers.predict(PRIMARY, model, image, credentials), "compare": None})
     if choice == (PRIMARY, model):
         raise ProxyError(400, "the compare model is the model itself: choose another model or server")
     answers: tuple[dict[str, Any] | BaseException, ...] = await asyncio.gather(
-        servers.predict(PRIMARY, model, image), servers.predict(*choice, image), return_exceptions=True
+        servers.predict(PRIMARY, model, image, credentials),
+        servers.predict(*choice, image, credentials),
+        return_exceptions=True,
     )
     first, second = answers
     if isinstance(first, BaseException):  # the image itself or the primary server: the whole check fails
@@ -314,13 +354,14 @@ async def explain(request: Request) -> JSONResponse:
     image = await _read_image(request, request.app.state.limits.max_bytes)
     key = request.query_params.get("target") or PRIMARY
     model = request.query_params.get("model") or servers.target(key).model
-    return JSONResponse(await servers.explain(key, model, image))
+    return JSONResponse(await servers.explain(key, model, image, _credentials(request)))
 
 
 async def models(request: Request) -> JSONResponse:
     servers = _servers(request)
     limits: ImageLimits = request.app.state.limits
-    listed = await asyncio.gather(*(servers.models(t) for t in servers.targets.values()))
+    credentials = _credentials(request)
+    listed = await asyncio.gather(*(servers.models(t, credentials) for t in servers.targets.values()))
     compare = servers.targets.get(COMPARE)
     return JSONResponse(
         {
@@ -338,10 +379,17 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def metrics_page(request: Request) -> Response:
+    """The page's own registry (not the model server's): its API-key outcomes."""
+    encoder, content_type = exposition.choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(metrics.UI_REGISTRY), headers={"content-type": content_type})
+
+
 async def _proxy_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status if isinstance(exc, ProxyError) else 500
     log.info("ui_refused", path=request.url.path, status=status, error=str(exc))
-    return JSONResponse({"error": str(exc)}, status_code=status)
+    headers = exc.headers if isinstance(exc, ProxyError) else None
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
 class SecurityHeaders:
@@ -363,8 +411,9 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(settings: UiSettings, limits: ImageLimits) -> Starlette:
-    """The page and its API; one httpx client (connection pool) for the app's lifetime."""
+def create_app(settings: UiSettings, limits: ImageLimits, auth: AuthSettings | None = None) -> Starlette:
+    """The page and its API; one httpx client (connection pool) for the app's lifetime. With ``auth`` enabled,
+    every /api call needs a valid key within its rate (serving/auth.py)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -378,20 +427,25 @@ def create_app(settings: UiSettings, limits: ImageLimits) -> Starlette:
         Route("/api/predict", predict, methods=["POST"]),
         Route("/api/explain", explain, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
         Mount("/", StaticFiles(directory=PAGE_DIR, html=True), name="page"),
     ]
+    middleware = [Middleware(SecurityHeaders)]
+    if auth is not None and auth.enabled:
+        guard = Guard(auth, counter=metrics.UI_AUTH_REQUESTS)
+        middleware.append(Middleware(ApiKeyMiddleware, guard=guard, needs_key=lambda path: path.startswith("/api/")))
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=middleware,
         exception_handlers={ProxyError: _proxy_error},
     )
 
 
-def run_ui(settings: UiSettings, limits: ImageLimits, host: str, port: int) -> None:
+def run_ui(settings: UiSettings, limits: ImageLimits, host: str, port: int, auth: AuthSettings | None = None) -> None:
     """Serve the page until SIGINT/SIGTERM (uvicorn; logs through the structlog setup of the entrypoint)."""
     import uvicorn
 
     targets = {f"{key}_server": f"{t.url} ({t.model})" for key, t in targets_of(settings).items()}
-    log.info("ui_starting", host=host, port=port, **targets)
-    uvicorn.run(create_app(settings, limits), host=host, port=port, log_config=None, access_log=False)
+    log.info("ui_starting", host=host, port=port, api_keys=bool(auth and auth.enabled), **targets)
+    uvicorn.run(create_app(settings, limits, auth), host=host, port=port, log_config=None, access_log=False)

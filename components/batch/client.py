@@ -123,7 +123,17 @@ class TritonScorer:
         if any(len(columns.get(name, ())) != len(images) for name in protocol.REQUIRED_OUTPUTS):
             raise PredictError(f"the server answered {len(images)} images with outputs of other lengths")
         columns["probability"] = [round(float(p), 6) for p in columns["probability"]]
-        return protocol.read_v2(columns, version)
+        return protocol.read_v2(columns, version, _parameters(response))
+
+
+def _parameters(response: Any) -> dict[str, Any]:
+    """The response parameters as plain values: tritonclient.http gives JSON, tritonclient.grpc InferParameter
+    messages (one of bool_param, int64_param, string_param, ...)."""
+    if isinstance(response, dict):
+        parameters = response.get("parameters")
+        return parameters if isinstance(parameters, dict) else {}
+    choices = {name: (value, value.WhichOneof("parameter_choice")) for name, value in response.parameters.items()}
+    return {name: getattr(value, choice) for name, (value, choice) in choices.items() if choice}
 
 
 def wait_until_ready(scorer: Scorer, retry: Retry, sleep: Callable[[float], None] = time.sleep) -> None:

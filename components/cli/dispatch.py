@@ -13,7 +13,7 @@ from components.common.settings import Settings
 AREAS = (serving, data, pipeline, rollout, monitoring, batch)
 """The area modules, in the order ``apd --help`` lists their commands."""
 
-PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {"serve": serving.serve}
+PASSTHROUGH: dict[str, Callable[[list[str]], int]] = {"serve": serving.serve, "explain": serving.explain}
 """Commands whose arguments another parser takes (KServe's ModelServer flags): ``apd`` only dispatches."""
 
 

@@ -22,13 +22,16 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from components.common.model import Detector, ModelConfig, load_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.runtimes import EXACT_VARIANTS, ONNX_GENERATOR_LOGITS, ONNX_LOGITS
 from components.common.transforms import probabilities
+
+if TYPE_CHECKING:  # torch: only to train, export and explain; the predictor reads config.json alone
+    from components.common.model import Detector
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -142,16 +145,30 @@ def export_onnx(model: Detector, path: Path) -> None:
 def fetch_artifact(uri: str, dst: Path) -> Path:
     """A local folder holding the artifact at ``uri`` (registry and run URIs are downloaded into ``dst``)."""
     if uri.startswith(("models:/", "runs:/", "s3://", "file://")):
-        import mlflow
+        try:
+            import mlflow
+        except ImportError as exc:  # the predictor image: KServe's storage initializer downloads the model
+            raise ValueError(
+                f"{uri}: registry, run and S3 URIs are downloaded through MLflow, which is not installed here; "
+                "serve a folder (on KServe, the storageUri is downloaded into /mnt/models)"
+            ) from exc
 
         dst.mkdir(parents=True, exist_ok=True)
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return Path(uri)
 
 
+def read_config(folder: Path) -> ArtifactConfig:
+    """The artifact's configuration (``config.json``), without loading the network: all the predictor needs besides
+    the ONNX export."""
+    return ArtifactConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+
+
 def load_artifact(folder: Path) -> tuple[Detector, ArtifactConfig]:
-    """The model (eval mode) and its config, both from the folder: no project-side defaults."""
-    config = ArtifactConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    """The torch model (eval mode) and its config, both from the folder: no project-side defaults."""
+    from components.common.model import load_checkpoint
+
+    config = read_config(folder)
     model, _ = load_checkpoint(folder / WEIGHTS_FILE)
     if model.config != config.model:
         raise ValueError(f"{folder}: {WEIGHTS_FILE} and {CONFIG_FILE} disagree on the model config")

@@ -41,3 +41,8 @@ class InvalidRequestError(DetectorError):
 class DeployError(DetectorError):
     """A rollout that cannot be done: unknown model version, a source KServe cannot read, missing or forbidden
     InferenceService, or a canary state the command does not apply to. The message says what to do instead."""
+
+
+class KeyFileError(DetectorError, ValueError):
+    """An API keys file (or key line) that cannot be used; the message names the file and the line, never a line's
+    content (it might be a key written where its hash belongs)."""

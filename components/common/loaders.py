@@ -16,12 +16,13 @@ from torch.utils.data import Dataset as TorchDataset
 
 from components.common.model import Detector
 from components.common.settings import ImageLimits
-from components.common.transforms import CropBatch, Preprocessing, aggregate, image_crops, load_image
+from components.common.transforms import Preprocessing, aggregate, image_crops, load_image
 
 LABEL_VALUE = {"real": 0.0, "ai_generated": 1.0}  # the positive class is ai_generated
+CropBatch = tuple[torch.Tensor, list[int], torch.Tensor]  # all crops of a batch of images, crops per image, labels
 
 
-class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
+class EvalImages(TorchDataset[tuple[np.ndarray, float]]):
     """Images of a split, each as the crops the served model scores (``common.transforms.image_crops``)."""
 
     def __init__(self, dataset_dir: Path, rows: pd.DataFrame, limits: ImageLimits, prep: Preprocessing):
@@ -32,14 +33,14 @@ class EvalImages(TorchDataset[tuple[torch.Tensor, float]]):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, float]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, float]:
         image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
         return image_crops(image, self.prep), self.labels[index]
 
 
-def collate_crops(items: list[tuple[torch.Tensor, float]]) -> CropBatch:
+def collate_crops(items: list[tuple[np.ndarray, float]]) -> CropBatch:
     """Images with different numbers of crops in one batch: the crops stacked, and how many belong to each."""
-    crops = torch.cat([c for c, _ in items])
+    crops = torch.from_numpy(np.concatenate([c for c, _ in items]))
     return crops, [len(c) for c, _ in items], torch.tensor([label for _, label in items], dtype=torch.float32)
 
 

@@ -6,16 +6,18 @@ between them as pure functions on plain Python data (no kserve, no tritonclient,
   ``predictions`` object per image out (``v1_predictions``).
 - v2 (Open Inference Protocol): one BYTES input ``image`` of shape [N] (or [N, 1]): base64 strings in REST JSON,
   raw bytes over gRPC and with the REST binary-data extension; the ``OUTPUTS`` out, one element per image each,
-  in that order (``v2_columns``).
+  in that order (``v2_columns``), and the response parameters ``cached`` and ``cached_count`` (``v2_parameters``).
 - At most ``DEFAULT_MAX_BATCH`` images per request (the server's ``APD_SERVING__MAX_BATCH`` default).
 
 One type, ``Answer``, is the answer for one image on both sides. The server fills every field. A client reading a
 response (``read_v1``, ``read_v2``) gets None for what the response does not hold: a server from before the
 provenance evidence sends no ``provenance`` and ``verdict_source`` (its labels all came from the pixels), one from
-before attribution no ``generator``, one from before the threshold field no ``threshold``; v2 carries no
-``inference_time_ms``; a value of the wrong type, or a ``provenance`` that is not a readable evidence object, reads
-as None too (a malformed field must not cost the rest of the answer). What a None stands for is the reader's
-choice (the batch client writes ``pixels`` for a missing ``verdict_source``, the payload sink keeps null).
+before attribution no ``generator``, one from before the threshold field no ``threshold``, one from before the
+result cache no ``cached``; v2 carries no ``inference_time_ms``, and tells ``cached`` per image only when all or
+none of a request's images came from the cache; a value of the wrong type, or a ``provenance`` that is not a
+readable evidence object, reads as None too (a malformed field must not cost the rest of the answer). What a None
+stands for is the reader's choice (the batch client writes ``pixels`` for a missing ``verdict_source``, the payload
+sink keeps null).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ OUTPUT_NAMES = tuple(name for name, _ in OUTPUTS)
 REQUIRED_OUTPUTS = OUTPUT_NAMES[:3]  # what every server version answers: probability, label, confidence
 DEFAULT_MAX_BATCH: int = ServingSettings.model_fields["max_batch"].default  # images per request
 PIXELS, PROVENANCE = "pixels", "provenance"  # the values of verdict_source
+# The v2 response parameters of the result cache: a parameter holds one value per response, not one per image, so
+# ``cached`` is true when every image of the request was served from the cache and ``cached_count`` says how many
+# were (per image: the v1 field, or one image per request).
+CACHED, CACHED_COUNT = "cached", "cached_count"
 
 
 def v1_request_example(image: str = "<base64>") -> str:
@@ -80,6 +86,9 @@ class Answer:
     verdict_source: str | None = None  # pixels | provenance: what decided the label
     # The model version's decision threshold: the pixels' label is ai_generated from this probability on.
     threshold: float | None = None
+    # Served from the server's result cache: the answer stored for the same bytes, model version and variant (v1 per
+    # image; v2 in the response parameters ``cached``/``cached_count``, not an output).
+    cached: bool | None = None
 
     @property
     def ai_declared(self) -> bool | None:
@@ -139,6 +148,7 @@ def v1_predictions(answers: Sequence[Answer]) -> dict[str, Any]:
                 "confidence": a.confidence,
                 "model_version": a.model_version,
                 "inference_time_ms": a.inference_time_ms,
+                "cached": a.cached,
                 "provenance": a.provenance.to_dict() if a.provenance else None,
                 "verdict_source": a.verdict_source,
                 "generator": {"name": a.generator, "probability": a.generator_probability},
@@ -160,11 +170,22 @@ def v2_columns(answers: Sequence[Answer]) -> dict[str, list[Any]]:
     return {name: [_column_value(a, name) for a in answers] for name in OUTPUT_NAMES}
 
 
+def v2_parameters(answers: Sequence[Answer]) -> dict[str, Any]:
+    """The v2 response parameters of ``answers``: ``cached`` (every image served from the result cache) and
+    ``cached_count`` (how many were)."""
+    count = sum(1 for a in answers if a.cached)
+    return {CACHED: bool(answers) and count == len(answers), CACHED_COUNT: count}
+
+
 # ---- answers, client side -------------------------------------------------------------------------------------
 
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def as_text(value: Any) -> str | None:
@@ -212,17 +233,37 @@ def read_v1(document: Mapping[str, Any]) -> list[Answer]:
                 provenance=read_provenance(item.get("provenance")),
                 verdict_source=as_text(item.get("verdict_source")),
                 threshold=_float(item.get("threshold")),
+                cached=_bool(item.get("cached")),
             )
         )
     return answers
 
 
-def read_v2(columns: Mapping[str, Sequence[Any]], model_version: str | None = None) -> list[Answer]:
+def read_cached(parameters: Mapping[str, Any] | None, count: int) -> bool | None:
+    """Whether each of the ``count`` images of a v2 response was served from the result cache, from its response
+    parameters (plain values: REST JSON, or gRPC's converted by the caller): True when all were, False when none
+    was, None when some were (which ones a parameter cannot say) or the server has no cache."""
+    values = parameters if isinstance(parameters, Mapping) else {}
+    cached_count = values.get(CACHED_COUNT)
+    if isinstance(cached_count, int) and not isinstance(cached_count, bool):
+        if cached_count == 0:
+            return False
+        return True if cached_count == count else None
+    return _bool(values.get(CACHED))
+
+
+def read_v2(
+    columns: Mapping[str, Sequence[Any]],
+    model_version: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> list[Answer]:
     """The answers of v2 output columns: output name -> its values, one per image (JSON values, or the elements of
     a binary tensor as the caller split them: BYTES as bytes, FP32 as float). One answer per element of the longest
-    known output; ``model_version`` is the response's. Outputs it does not know are left out."""
+    known output; ``model_version`` and ``parameters`` (``cached``, see ``read_cached``) are the response's.
+    Outputs it does not know are left out."""
     known = {name: list(columns.get(name) or []) for name in OUTPUT_NAMES}
     count = max(len(values) for values in known.values())
+    cached = read_cached(parameters, count)
 
     def at(name: str, index: int) -> Any:
         values = known[name]
@@ -239,6 +280,7 @@ def read_v2(columns: Mapping[str, Sequence[Any]], model_version: str | None = No
             provenance=read_provenance(at("provenance", i)),
             verdict_source=as_text(at("verdict_source", i)),
             threshold=_float(at("threshold", i)),
+            cached=cached,
         )
         for i in range(count)
     ]

@@ -123,16 +123,39 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(default=32, ge=1, description="Most images accepted in one request.")
     runtime: Literal["openvino", "onnxruntime", "torch"] = Field(
         default="openvino",
-        description="Inference runtime: OpenVINO or ONNX Runtime on the artifact's ONNX export, or torch.",
+        description="Inference runtime: OpenVINO or ONNX Runtime on the artifact's ONNX export, or torch (checks "
+        "only: not in the predictor image).",
     )
     precision: Literal["fp32", "bf16", "int8"] = Field(
         default="fp32",
         description="Inference precision: bf16 (OpenVINO) and int8 load only when the model's evaluation enabled "
         "them (test AUC and accuracy within 0.002 and 0.5 points of fp32); otherwise the model stays not ready.",
     )
-    threads: int = Field(default=0, ge=0, description="Inference threads per worker; 0: torch's default (cores).")
+    threads: int = Field(
+        default=0, ge=0, description="Inference threads per worker; 0: the cores this process may run on."
+    )
     download_dir: Path = Field(
         default=Path("data/serving"), description="Where registry models are downloaded before loading."
+    )
+    explainer_host: str = Field(
+        default="",
+        description="host:port of the explainer (`apd explain`) that `:explain` requests are forwarded to; empty: "
+        "`:explain` answers 501 (on KServe the InferenceService routes `:explain` to spec.explainer itself).",
+    )
+
+
+class CacheSettings(BaseModel):
+    """The model server's result cache: the answer for the same image bytes under the same model version and
+    inference variant is served again without decoding. One cache per worker process, in memory."""
+
+    enabled: bool = Field(
+        default=True, description="Serve repeated images (same sha256) from the cache; false: score every image."
+    )
+    max_entries: int = Field(
+        default=10_000, ge=1, description="Most answers kept (under 1 KB each); the least recently used goes first."
+    )
+    ttl_seconds: float = Field(
+        default=3600.0, gt=0, description="Seconds an answer is served from the cache after it was computed."
     )
 
 
@@ -282,6 +305,39 @@ class UiSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """Who may call the model server (``apd serve``) and the web page (``apd ui``): API keys, kept only as SHA-256
+    hashes, and a rate limit per key (serving/README.md, "Who may call")."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Require an API key (X-API-Key: <key>, or Authorization: Bearer <key>) on every endpoint but "
+        "liveness, readiness and /metrics: 401 without one, 403 with a wrong or revoked one, 429 over the rate.",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="File of the accepted keys, one NAME:SHA256HEX per line (# comments; `apd auth hash-key "
+        "--name NAME` writes a line), on a cluster a mounted Secret. Re-read when it changes: a removed line is "
+        "a revoked key. Required when enabled.",
+    )
+    reload_seconds: float = Field(
+        default=5.0, gt=0, description="How often the keys file is checked for changes (its mtime, size and inode)."
+    )
+    rate_per_second: float = Field(
+        default=20.0,
+        ge=0,
+        description="Requests per second each key may make, per server process (a token bucket per key name); "
+        "0: no limit.",
+    )
+    burst: int = Field(default=40, ge=1, description="Requests a key may make at once above its rate (bucket size).")
+
+    @model_validator(mode="after")
+    def _keys_file_when_enabled(self) -> AuthSettings:
+        if self.enabled and self.keys_file is None:
+            raise ValueError("APD_AUTH__ENABLED=true needs APD_AUTH__KEYS_FILE, the file of NAME:SHA256HEX lines")
+        return self
+
+
 class ProvenanceSettings(BaseModel):
     """Provenance evidence (C2PA Content Credentials, IPTC XMP, generator metadata) read from every served image."""
 
@@ -324,10 +380,14 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking and registry.")
     gate: QualityGate = Field(default_factory=QualityGate, description="Quality gate of the evaluate stage.")
     serving: ServingSettings = Field(default_factory=ServingSettings, description="Model server.")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="The model server's result cache.")
     sink: SinkSettings = Field(default_factory=SinkSettings, description="Payload sink (KServe logger events).")
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="Model rollouts to KServe.")
     drift: DriftSettings = Field(default_factory=DriftSettings, description="The drift job and its alert thresholds.")
     ui: UiSettings = Field(default_factory=UiSettings, description="The moderators' web page (apd ui).")
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings, description="API keys and rate limits of the model server and the page."
+    )
     provenance: ProvenanceSettings = Field(
         default_factory=ProvenanceSettings, description="What image files declare about their origin."
     )

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from components.common.artifact import export_onnx
 from components.common.calibration import calibrated, rate_upper_bound
+from components.common.loaders import CropBatch
 from components.common.metrics import classification_metrics
 from components.common.model import Detector
 from components.common.runtimes import (
@@ -29,7 +30,7 @@ from components.common.runtimes import (
     open_engine,
     quantize_int8,
 )
-from components.common.transforms import CropBatch, aggregate, generator_probabilities
+from components.common.transforms import aggregate, generator_probabilities
 
 log = structlog.get_logger(__name__)
 

@@ -17,6 +17,12 @@ Standard (alias RawDeployment; KServe >= 0.20)
     and ``trafficPercent``; KServe runs it as its own Deployment ``<isvc>-v<version>-predictor``.
     promote: the stable predictor takes the canary's name and model (KServe re-targets it to the canary's Deployment,
     no pod restart) and ``spec.canary`` goes. rollback: ``spec.canary`` goes; the stable predictor was never touched.
+Explainer (``spec.explainer``, the chart's ``apd explain`` container)
+    follows the predictor in every plan (``plans.explainer_follows``): the ``STORAGE_URI`` env of its first container
+    and its ``canaryTrafficPercent`` become the predictor's after the patch. Serverless: a canary, promote and
+    rollback move it with the predictor (its own Knative revisions, the same share). Standard: ``spec.canary``
+    entries hold a predictor only, so the explainer stays on the stable model during a canary and gets the canary's
+    model on promote.
 
 Everything that decides a patch is a pure function of (current object, request) -> ``Plan`` (``plans``; the merge
 patch itself in ``patch``); ``kube.send`` applies a plan with the Kubernetes client (a JSON merge patch, RFC 7386:

@@ -3,7 +3,7 @@
 Pure functions of (current object, request) -> ``Plan``; nothing here talks to a cluster.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from components.common.errors import DeployError
@@ -13,6 +13,7 @@ MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 STABLE_URI_ANNOTATION = "apd.rollout/stable-storage-uri"  # Serverless: what served 100 % when the canary started
 VERSION_ANNOTATION = "apd.rollout/model-version"  # Serverless: the registered model version in spec
 CONTAINER_NAME = "kserve-container"  # the predictor container's name KServe gives when the spec names none
+STORAGE_URI_ENV = "STORAGE_URI"  # a custom container's model, which KServe's storage initializer downloads
 
 Mode = Literal["Serverless", "Standard"]
 MODE_ALIASES: dict[str, Mode] = {
@@ -85,8 +86,38 @@ def canary_plan(
     mode = deployment_mode(isvc, default_mode)
     predictor = _predictor(isvc)
     if mode == "Serverless":
-        return _serverless_canary(predictor, percent, storage_uri, model_version)
-    return _standard_canary(isvc, predictor, percent, storage_uri, model_version)
+        plan = _serverless_canary(predictor, percent, storage_uri, model_version)
+    else:
+        plan = _standard_canary(isvc, predictor, percent, storage_uri, model_version)
+    return explainer_follows(isvc, plan)
+
+
+def explainer_follows(isvc: dict[str, Any], plan: Plan) -> Plan:
+    """``plan`` with the explainer component following the predictor, so that explanations come from the model that
+    answered: the STORAGE_URI of its container and its canaryTrafficPercent become those of ``spec.predictor`` after
+    the patch (a Serverless canary moves both; a Standard canary, whose spec.canary entry has no explainer, leaves
+    it on the stable model until promote). Unchanged without a patch, or without an explainer whose first container
+    names its model in STORAGE_URI (the chart's: KServe's storage initializer downloads that env's URI).
+    """
+    explainer = lookup(isvc, ("spec", "explainer"))
+    if not plan.patch or not isinstance(explainer, dict):
+        return plan
+    containers = explainer.get("containers") or []
+    env = (containers[0].get("env") or []) if containers else []
+    if not any(e.get("name") == STORAGE_URI_ENV for e in env):
+        return plan
+    after = lookup(merge_patch(isvc, plan.patch), ("spec", "predictor")) or {}
+    uri, percent = lookup(after, ("model", "storageUri")), after.get("canaryTrafficPercent")
+    fields: dict[str, Any] = {}
+    if explainer.get("canaryTrafficPercent") != percent:
+        fields["canaryTrafficPercent"] = percent  # None removes it, as from the predictor
+    if uri and {"name": STORAGE_URI_ENV, "value": uri} not in env:
+        # A merge patch replaces lists whole: the containers as they are, with the new STORAGE_URI.
+        new_env = [{"name": STORAGE_URI_ENV, "value": uri} if e.get("name") == STORAGE_URI_ENV else e for e in env]
+        fields["containers"] = [{**containers[0], "env": new_env}, *containers[1:]]
+    if not fields:
+        return plan
+    return replace(plan, patch={**plan.patch, "spec": {**plan.patch.get("spec", {}), "explainer": fields}})
 
 
 def _serverless_canary(predictor: dict[str, Any], percent: int, uri: str | None, version: str | None) -> Plan:
@@ -141,7 +172,11 @@ def _standard_canary(
 
 
 def promote_plan(isvc: dict[str, Any], default_mode: Mode) -> Plan:
-    """Make the canary the stable model and send it all traffic."""
+    """Make the canary the stable model and send it all traffic (the explainer follows the predictor)."""
+    return explainer_follows(isvc, _promote(isvc, default_mode))
+
+
+def _promote(isvc: dict[str, Any], default_mode: Mode) -> Plan:
     mode = deployment_mode(isvc, default_mode)
     predictor = _predictor(isvc)
     if mode == "Serverless":
@@ -178,7 +213,12 @@ def promote_plan(isvc: dict[str, Any], default_mode: Mode) -> Plan:
 
 
 def rollback_plan(isvc: dict[str, Any], default_mode: Mode, restore: bool = False) -> Plan:
-    """Send all traffic back to the stable model; ``restore`` (Serverless) also puts its storageUri back in spec."""
+    """Send all traffic back to the stable model; ``restore`` (Serverless) also puts its storageUri back in spec.
+    The explainer follows the predictor."""
+    return explainer_follows(isvc, _rollback(isvc, default_mode, restore))
+
+
+def _rollback(isvc: dict[str, Any], default_mode: Mode, restore: bool) -> Plan:
     mode = deployment_mode(isvc, default_mode)
     predictor = _predictor(isvc)
     if mode == "Standard":

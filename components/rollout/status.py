@@ -4,15 +4,24 @@ import json
 from typing import Any
 
 from components.rollout.patch import Change, lookup
-from components.rollout.plans import STABLE_URI_ANNOTATION, VERSION_ANNOTATION, Mode, deployment_mode
+from components.rollout.plans import (
+    STABLE_URI_ANNOTATION,
+    STORAGE_URI_ENV,
+    VERSION_ANNOTATION,
+    Mode,
+    deployment_mode,
+)
 
 
 def show_value(value: Any, path: str = "") -> str:
-    """A field's value as rollout output prints it: ``(absent)``, a string as is, canaries by name, else JSON."""
+    """A field's value as rollout output prints it: ``(absent)``, a string as is, canaries by name, the explainer's
+    containers by their model, else JSON."""
     if value is None:
         return "(absent)"
     if path == "spec.canary" and isinstance(value, list):  # one item per canary: name, share, model
         return "[" + ", ".join(_show_canary(c) for c in value) + "]"
+    if path == "spec.explainer.containers" and isinstance(value, list):  # the rest of the containers stays
+        return f"{STORAGE_URI_ENV}={_explainer_uri({'containers': value}) or '-'}"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
@@ -24,6 +33,12 @@ def show_change(change: Change) -> str:
 def _show_canary(canary: dict[str, Any]) -> str:
     name, uri = lookup(canary, ("predictor", "name")), lookup(canary, ("predictor", "model", "storageUri"))
     return f"{name} {canary.get('trafficPercent')} % {uri}"
+
+
+def _explainer_uri(explainer: dict[str, Any]) -> str | None:
+    """The STORAGE_URI of the explainer's first container (the model KServe downloads for it)."""
+    containers = explainer.get("containers") or [{}]
+    return next((e.get("value") for e in containers[0].get("env") or [] if e.get("name") == STORAGE_URI_ENV), None)
 
 
 def _condition(isvc: dict[str, Any], kind: str) -> str:
@@ -66,6 +81,11 @@ def format_status(isvc: dict[str, Any], default_mode: Mode) -> str:
             lines.append(
                 f"  canary status {status.get('name')}: ready {status.get('ready')}, {status.get('trafficPercent')} %"
             )
+    explainer = lookup(isvc, ("spec", "explainer"))
+    if isinstance(explainer, dict):
+        lines.append(f"  spec.explainer {STORAGE_URI_ENV}: {_explainer_uri(explainer) or '-'}")
+        if mode == "Serverless":
+            lines.append(f"  spec.explainer.canaryTrafficPercent: {show_value(explainer.get('canaryTrafficPercent'))}")
     for name, component in sorted((lookup(isvc, ("status", "components")) or {}).items()):
         lines.append(f"  {name}:")
         lines.append(f"    url: {component.get('url') or '-'}")

@@ -6,6 +6,10 @@ const HISTORY_KEY = "apd-ui-history";
 const HISTORY_MAX = 200;
 const LABELS = { ai_generated: "AI-generated", real: "Real photo" };
 
+// The API key, once the server asked for one and the moderator typed it: this tab's memory only (never stored in
+// localStorage, sessionStorage or a cookie), sent as X-API-Key on each call; reloading the page forgets it.
+let apiKey = null;
+
 const state = {
   // The server's image limits (APD_IMAGES__*) replace these defaults once /api/models answers.
   limits: { max_bytes: 10 * 1024 * 1024, max_pixels: 40000000, formats: ["JPEG", "PNG", "WEBP"] },
@@ -73,6 +77,9 @@ function acceptedText() {
 
 class CheckError extends Error {}
 
+// The server refused the key (401: none sent, 403: not valid or revoked): the page asks for one.
+class AuthError extends CheckError {}
+
 // Client-side checks before upload. The file itself is what gets sent: its original bytes, never resampled or
 // re-encoded (the detector reads native pixels). The byte limit is the server's (/api/models).
 async function checkFile(file) {
@@ -91,12 +98,10 @@ async function checkFile(file) {
 // ---- the backend (/api on this origin) ----
 async function api(path, blob) {
   let response;
+  const headers = blob ? { "Content-Type": blob.type || "application/octet-stream" } : {};
+  if (apiKey) headers["X-API-Key"] = apiKey;
   try {
-    response = await fetch(path, {
-      method: blob ? "POST" : "GET",
-      body: blob || undefined,
-      headers: blob ? { "Content-Type": blob.type || "application/octet-stream" } : {},
-    });
+    response = await fetch(path, { method: blob ? "POST" : "GET", body: blob || undefined, headers });
   } catch (error) {
     throw new CheckError("cannot reach this page's server; is apd ui still running?");
   }
@@ -108,9 +113,32 @@ async function api(path, blob) {
   }
   if (!response.ok) {
     const message = body && body.error ? body.error : `the server answered HTTP ${response.status}`;
+    if (response.status === 401 || response.status === 403) {
+      askForKey(response.status === 403 ? message : "");
+      throw new AuthError(response.status === 401 ? "sign in with an API key first" : message);
+    }
     throw new CheckError(message);
   }
   return body;
+}
+
+// ---- the API key: asked for when the server wants one ----
+function askForKey(problem) {
+  apiKey = null;
+  const error = $("#login-error");
+  error.textContent = problem;
+  error.hidden = !problem;
+  $("#login").hidden = false;
+  $("#api-key").focus();
+}
+
+function signIn(event) {
+  event.preventDefault();
+  const input = $("#api-key");
+  apiKey = input.value.trim() || null;
+  input.value = ""; // not left in the page
+  $("#login-error").hidden = true;
+  state.queue = state.queue.then(loadModels);
 }
 
 function selectedModel() {
@@ -127,10 +155,11 @@ async function loadModels() {
   try {
     answer = await api("/api/models");
   } catch (error) {
-    status.textContent = error.message;
+    status.textContent = error instanceof AuthError ? "This page needs an API key: sign in above." : error.message;
     status.classList.add("problem");
     return;
   }
+  $("#login").hidden = true; // answered: no key needed, or the key is good
   state.limits = answer.limits;
   state.targets = answer.targets;
   $("#limit-mb").textContent = megabytes(answer.limits.max_bytes);
@@ -480,6 +509,7 @@ function setup() {
   // A file dropped next to the zone must not make the browser navigate away from the page (and its results).
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => event.preventDefault());
+  $("#login-form").addEventListener("submit", signIn);
   $("#clear-history").addEventListener("click", () => {
     sessionStorage.removeItem(HISTORY_KEY);
     renderHistory([]);

@@ -31,12 +31,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_serving import CONCURRENCY, DEFAULT, PHOTO, SIZES, load, model_folder, serving
+from tests.bench.bench_serving import CONCURRENCY, DEFAULT, PHOTO, SIZES, load, model_folder, server_cpu, serving
 
 SIZE = SIZES["2 MP"]
 CORES = 2  # what bench_serving sets the server up for; server and client share them
@@ -73,19 +72,6 @@ class Cell:
     def capacity(self) -> float:
         """Images/s that server and client could reach with the machine's cores to themselves (CPU-bound)."""
         return CORES * 1000 / (self.server_ms + self.client_ms)
-
-
-def _server_cpu(http: int) -> Callable[[], float]:
-    """CPU seconds used so far by the `apd serve` on ``http`` and its worker processes."""
-    import psutil  # KServe's dependency
-
-    [server] = [p for p in psutil.Process().children(recursive=True) if str(http) in p.cmdline()]
-
-    def used() -> float:
-        processes = [server, *server.children(recursive=True)]
-        return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
-
-    return used
 
 
 def served(protocol: str, port: int, image: Path, concurrency: int, seconds: float, requests: int, cpu: Any) -> Cell:
@@ -168,7 +154,7 @@ def main() -> None:
             label = f"{workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
             with serving(model_dir, workers, DEFAULT) as (http, grpc):
                 _wait_ready(http)
-                cpu = _server_cpu(http)
+                cpu = server_cpu(http)
                 ports = {"rest": http} if workers > 1 else {"rest": http, "grpc": grpc}  # gRPC: main process only
                 rounds: dict[str, list[Cell]] = {}
                 runs = [("rest", 8), ("rest", 1)] + ([("grpc", 8)] if "grpc" in ports else [])

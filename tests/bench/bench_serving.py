@@ -9,6 +9,11 @@
   (runtime/precision, ``common.runtimes``; the server runs OpenVINO fp32 by default) including torch eager; and
   inference alone at batch 1 and 16. Variants the model's evaluation did not enable are measured too, marked so.
 - Served variants beyond the default: each extra variant the model enables (bf16, int8), 2 MP, REST and gRPC.
+- Served cells run with the result cache off (the load client repeats one image, which the cache would answer
+  without scoring), and with it on for the default variant's 2 MP REST cells ("hits"); each cell also prints the
+  server's CPU milliseconds per image (all its processes).
+- Result cache: what a hit costs in ``DetectorModel.detect`` in this process (the sha256 of the bytes, the lookup,
+  the counters: everything the server does for a cached image beyond the protocol), CPU ms p50/p99, against a miss.
 - Provenance: what reading the evidence (C2PA, XMP, EXIF, PNG text) costs per image in this process, p50/p99, on
   the 2 MP JPEG without metadata and on the same JPEG signed with C2PA Content Credentials (a test CA, trusted);
   the signed JPEG is also served, next to the plain one.
@@ -31,7 +36,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,12 +135,38 @@ def provenance_cost(images: dict[str, Path], anchors: Path, calls: int) -> dict[
     return costs
 
 
+def cache_cost(model_dir: str, images: dict[str, Path], hits: int, misses: int) -> dict[str, tuple[float, ...]]:
+    """CPU milliseconds of ``DetectorModel.detect`` on one image in this process, the default variant: a result
+    cache hit (p50, p99) and a miss (p50: decode, inference, provenance, stored)."""
+    from components.common.settings import ImageLimits, ServingSettings
+    from serving.detector import DetectorModel
+
+    model = DetectorModel(ServingSettings(model_uri=model_dir), ImageLimits())  # the result cache on, by default
+    model.load()
+    costs = {}
+    for name, path in images.items():
+        data = path.read_bytes()
+        scored = []
+        for _ in range(misses):
+            model.cache.clear()
+            started = time.process_time()
+            model.detect([data])
+            scored.append((time.process_time() - started) * 1000)
+        cached = []
+        for _ in range(hits):
+            started = time.process_time()
+            model.detect([data])
+            cached.append((time.process_time() - started) * 1000)
+        costs[name] = (statistics.median(cached), _percentile(cached, 0.99), statistics.median(scored))
+    return costs
+
+
 def model_folder(folder: Path) -> tuple[str, str]:
     """The champion when one is registered locally, else an untrained detector packaged like a registered one."""
     from mlflow.exceptions import MlflowException
 
     from components.common.artifact import fetch_artifact
-    from components.common.model import ModelConfig
+    from components.common.model_config import ModelConfig
     from components.common.settings import Settings
     from components.common.tracking import setup_tracking
     from tests.helpers.artifacts import detector, package_artifact
@@ -154,6 +185,7 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     import numpy as np
     import torch
 
+    from components.common.artifact import load_artifact
     from components.common.runtimes import open_engine
     from components.common.settings import ImageLimits, ServingSettings
     from serving.detector import DetectorModel
@@ -162,7 +194,8 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     model.load()
     runtime, precision = variant.split("/")
     # Swapped in directly, so that variants the evaluation did not enable are measured as well.
-    model.inference = open_engine(Path(model_dir), runtime, precision, torch.get_num_threads(), model.net)
+    net = load_artifact(Path(model_dir))[0] if runtime == "torch" else None  # the torch runtime runs the checkpoint
+    model.inference = open_engine(Path(model_dir), runtime, precision, torch.get_num_threads(), net)
     rates = {}
     for name, path in images.items():
         data = path.read_bytes()
@@ -236,6 +269,7 @@ def main() -> None:
         signed, anchors = _signed(images["2 MP"], root)
         provenance = provenance_cost({"2 MP": images["2 MP"], "2 MP C2PA": signed}, anchors, 300)
         raw = {v: raw_throughput(model_dir, images, v, 30) for v in VARIANTS if _has_files(model_dir, v)}
+        cache = cache_cost(model_dir, {n: images[n] for n in ("2 MP", "12 MP")}, 300, 10)
         enabled = json.loads((Path(model_dir) / "config.json").read_text()).get("variants", EXACT_VARIANTS)
         print(f"model: {described}; server: apd serve (KServe ModelServer), default variant {DEFAULT}")
         print("raw in-process, images/s: decode + preprocess + inference at batch 1 per image size; inference alone")
@@ -245,29 +279,43 @@ def main() -> None:
         print("provenance reader in-process, ms per image (300 calls): p50 / p99 (target p99: 2 ms plain, 20 ms C2PA)")
         for name, (p50, p99, state) in provenance.items():
             print(f"  {name:<10} {p50:6.2f} / {p99:6.2f}  (c2pa: {state})")
-        print("served over loopback, one image per request:")
-        print(f"  {'server':<32} {'proto':<5} {'image':<9} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
-              f" {'p95 ms':>7} {'p99 ms':>7} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
+        print("result cache in-process, CPU ms per image in DetectorModel.detect (300 hits, 10 misses): hit p50 / p99,"
+              " miss p50 (target: a hit < 1 ms beyond the protocol)")  # fmt: skip
+        for name, (hit50, hit99, miss50) in cache.items():
+            print(
+                f"  {name:<10} cached request: {hit50:6.3f} / {hit99:6.3f} ms server CPU vs uncached {miss50:6.1f} ms"
+            )
+        print("served over loopback, one image per request (server CPU: ms per image, all its processes):")
+        print(f"  {'server':<44} {'proto':<5} {'image':<9} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
+              f" {'p95 ms':>7} {'p99 ms':>7} {'server CPU':>10} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
         # The default variant with one worker using both cores (REST and gRPC), and with two REST worker processes
-        # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant.
+        # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant; the
+        # result cache off. Last, the default variant with the cache on: every request after the first is a hit.
         extra = [v for v in enabled if v not in EXACT_VARIANTS]
-        setups = [(DEFAULT, 1, ("rest", "grpc"), {**images, "2 MP C2PA": signed}), (DEFAULT, 2, ("rest",), images)]
-        setups += [(v, 1, ("rest", "grpc"), {"2 MP": images["2 MP"]}) for v in extra]
-        for variant, workers, protocols, sized in setups:
-            with serving(model_dir, workers, variant) as (http, grpc):
+        setups = [(DEFAULT, 1, ("rest", "grpc"), {**images, "2 MP C2PA": signed}, False)]
+        setups += [(DEFAULT, 2, ("rest",), images, False)]
+        setups += [(v, 1, ("rest", "grpc"), {"2 MP": images["2 MP"]}, False) for v in extra]
+        setups += [(DEFAULT, 1, ("rest",), {"2 MP": images["2 MP"]}, True)]
+        for variant, workers, protocols, sized, cached in setups:
+            with serving(model_dir, workers, variant, cache=cached) as (http, grpc):
+                cpu = server_cpu(http)
                 for protocol in protocols:
                     port = http if protocol == "rest" else grpc
                     for name, path in sized.items():
                         for concurrency in CONCURRENCY:
                             label = f"{variant}, {workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
+                            label += ", cache hits" if cached else ""
                             seconds = args.seconds * (2 if "12" in name else 1)
+                            before = cpu()
                             result = load(protocol, port, path, concurrency, seconds, args.max_requests)
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
+                            server_ms = (cpu() - before) * 1000 / max(1, len(lat))
                             print(
-                                f"  {label:<32} {protocol:<5} {name:<9} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
+                                f"  {label:<44} {protocol:<5} {name:<9} {concurrency:>4} {len(lat):>5} {rate:>7.1f}"
                                 f" {statistics.median(lat):>7.1f} {_percentile(lat, 0.95):>7.1f}"
-                                f" {_percentile(lat, 0.99):>7.1f} {result['client_cpu'] * 100:>9.0f}%"
+                                f" {_percentile(lat, 0.99):>7.1f} {server_ms:>10.2f}"
+                                f" {result['client_cpu'] * 100:>9.0f}%"
                                 f" {rate / raw[variant][name.removesuffix(' C2PA')]:>6.2f}x"
                             )
 
@@ -291,13 +339,31 @@ def load(protocol: str, port: int, image: Path, concurrency: int, seconds: float
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def server_cpu(http: int) -> Callable[[], float]:
+    """CPU seconds used so far by the `apd serve` on ``http`` and its worker processes."""
+    import psutil  # KServe's dependency
+
+    [server] = [p for p in psutil.Process().children(recursive=True) if str(http) in p.cmdline()]
+
+    def used() -> float:
+        processes = [server, *server.children(recursive=True)]
+        return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+    return used
+
+
 @contextlib.contextmanager
-def serving(model_dir: str, workers: int, variant: str) -> Iterator[tuple[int, int]]:
-    """`apd serve` of ``variant`` with ``workers`` processes sharing out the 2 cores; yields (http, grpc)."""
+def serving(
+    model_dir: str, workers: int, variant: str, *, cache: bool = False, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, int]]:
+    """`apd serve` of ``variant`` with ``workers`` processes sharing out the 2 cores; yields (http, grpc). The result
+    cache is off unless ``cache``: a load client that repeats one image would otherwise measure cache hits. ``env``:
+    more APD_* settings (tests/bench/bench_auth.py: API keys)."""
     http, grpc = free_port(), free_port()
     runtime, precision = variant.split("/")
     env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers),
-           "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision}  # fmt: skip
+           "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision,
+           "APD_CACHE__ENABLED": str(cache).lower(), **(env or {})}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
          "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],

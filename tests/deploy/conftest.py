@@ -27,6 +27,9 @@ RELEASE, NAMESPACE = "apd", "apd"
 MONITORING_APIS = tuple(
     f"monitoring.coreos.com/v1/{kind}" for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule")
 )
+# What a RawDeployment rendering needs besides the mode: HPA scales on cpu or memory and never to zero, for the
+# predictor and the explainer alike.
+RAW_SCALING = ("predictor.scaleMetric=cpu", "explainer.scaleMetric=cpu", "explainer.minReplicas=1")
 
 Resource = dict[str, Any]
 

@@ -170,6 +170,9 @@ def _crd_validator(crds_dir: Path, group: str, kind: str, version: str) -> jsons
         )
     schema = versions[version]
     schema["properties"]["metadata"] = OBJECT_META_SCHEMA
+    # Every object has them, checked by the API server itself; Istio's CRDs declare only spec and status.
+    schema["properties"].setdefault("apiVersion", {"type": "string"})
+    schema["properties"].setdefault("kind", {"type": "string"})
     return jsonschema.Draft202012Validator(schema)
 
 

@@ -24,6 +24,7 @@ from tests.deploy.conftest import (
     FULL,
     MANIFESTS,
     MONITORING_APIS,
+    RAW_SCALING,
     REPO,
     Helm,
     Resource,
@@ -126,8 +127,9 @@ def _pod_specs(obj: Resource) -> Iterator[tuple[dict[str, Any], list[dict[str, A
         yield pod.get("securityContext", {}), pod["containers"]
     elif kind == "ServingRuntime":
         yield {}, spec["containers"]
-    elif kind == "InferenceService":  # the model container (its image comes from the ServingRuntime)
+    elif kind == "InferenceService":  # the model containers (their image comes from the ServingRuntime), explainer
         yield {}, [spec["predictor"]["model"]] + [c["predictor"]["model"] for c in spec.get("canary", [])]
+        yield {}, spec.get("explainer", {}).get("containers", [])
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=_ids(CI_VALUES))
@@ -162,6 +164,11 @@ def test_default_images_follow_the_app_version(helm: Helm) -> None:
     full = helm.template([FULL])
     drift = one(full, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert drift["image"] == f"apd-components:{app_version}"
+    # The sink and the explainer need what the lean serving image leaves out (pandas, pyarrow, torch).
+    [sink] = [d for d in by_kind(full, "Deployment") if d["metadata"]["name"] == "apd-sink"]
+    assert sink["spec"]["template"]["spec"]["containers"][0]["image"] == f"apd-components:{app_version}"
+    [explainer] = one(full, "InferenceService")["spec"]["explainer"]["containers"]
+    assert explainer["image"] == f"apd-components:{app_version}"
     registry = helm.template(set_values=["images.registry=ghcr.io/acme", "images.serving.tag=1.2.3"])
     assert one(registry, "ServingRuntime")["spec"]["containers"][0]["image"] == "ghcr.io/acme/apd-serving:1.2.3"
 
@@ -181,11 +188,16 @@ def test_default_images_follow_the_app_version(helm: Helm) -> None:
         ("inferenceService.deploymentMode=ModelMesh", "/inferenceService/deploymentMode"),  # unsupported mode
         ("predictor.scaleMetric=gpu", "/predictor/scaleMetric"),  # not a KServe metric
         ("predictor.minReplicas=-1", "/predictor/minReplicas"),  # negative replicas
+        ("explainer.scaleMetric=gpu", "/explainer/scaleMetric"),  # not a KServe metric
+        ("explainer.maxReplicas=0", "/explainer/maxReplicas"),  # an explainer that never runs: enabled=false
         ("predictor.storageUri=/models/x", "/predictor/storageUri"),  # not a URI the storage initializer reads
         ("containerSecurityContext.runAsNonRoot=false", "/containerSecurityContext/runAsNonRoot"),  # root
         ("logger.mode=everything", "/logger/mode"),  # not a KServe logger mode
         ("drift.schedule=hourly", "/drift/schedule"),  # not a cron expression
         ("monitoring.rules.errorRatio=5", "/monitoring/rules/errorRatio"),  # a ratio above 1
+        ("auth.burst=0", "/auth/burst"),  # a bucket that never holds a request
+        ("auth.ratePerSecond=-1", "/auth/ratePerSecond"),  # a negative rate
+        ("istio.jwt.jwksUri=jwks.json", "/istio/jwt/jwksUri"),  # not a URL the sidecar can fetch
     ],
 )
 def test_values_schema_rejects(helm: Helm, assignment: str, complaint: str) -> None:
@@ -200,6 +212,15 @@ def test_values_schema_rejects(helm: Helm, assignment: str, complaint: str) -> N
     [
         # HPA cannot scale on in-flight requests: only Knative can.
         (["inferenceService.deploymentMode=RawDeployment"], "needs Serverless mode"),
+        # The explainer too, and HPA does not scale to zero.
+        (
+            ["inferenceService.deploymentMode=RawDeployment", "predictor.scaleMetric=cpu"],
+            "explainer.scaleMetric=concurrency needs Serverless mode",
+        ),
+        (
+            ["inferenceService.deploymentMode=RawDeployment", "predictor.scaleMetric=cpu", "explainer.scaleMetric=cpu"],
+            "explainer.minReplicas=0 (scale to zero) needs Serverless mode",
+        ),
         # The logger (on by default) needs somewhere to send the payloads.
         (["sink.enabled=false"], "set one of them, or logger.enabled=false"),
         # The drift job (on by default) finds the served model and its reference in an MLflow registry.
@@ -210,6 +231,11 @@ def test_values_schema_rejects(helm: Helm, assignment: str, complaint: str) -> N
         (["minio.enabled=false"], "minio.enabled=false needs s3.existingSecret"),
         # Without MinIO the chart needs an S3 endpoint.
         (["minio.enabled=false", "s3.existingSecret=s3-keys", "s3.endpoint="], "s3.endpoint is required"),
+        # API keys come from a Secret the user creates; the chart never makes keys up.
+        (["auth.enabled=true"], "auth.enabled needs auth.existingSecret"),
+        # JWTs of whom, checked against which keys?
+        (["istio.enabled=true", "istio.jwt.jwksUri=https://idp/jwks"], "istio.enabled needs istio.jwt.issuer"),
+        (["istio.enabled=true", "istio.jwt.issuer=https://idp"], "istio.enabled needs istio.jwt.jwksUri"),
     ],
 )
 def test_template_refuses_inconsistent_values(helm: Helm, assignments: list[str], complaint: str) -> None:
@@ -241,6 +267,9 @@ def test_inference_service_contract(helm: Helm) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["APD_SERVING__MODEL_URI"] == "/mnt/models"
     assert env["APD_SERVING__MODEL_NAME"] == "apd-detector"
+    # OpenVINO / ONNX Runtime size their threads from the settings; nothing in the lean image reads OpenMP's.
+    assert env["APD_SERVING__THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in env
     # Knative takes one container port; RawDeployment declares gRPC too.
     assert [p["containerPort"] for p in container["ports"]] == [8080]
     raw = one(helm.template([CHART / "ci" / "raw-deployment-values.yaml"]), "ServingRuntime")
@@ -274,12 +303,70 @@ def test_trust_anchors_come_from_a_config_map(helm: Helm) -> None:
     assert "APD_PROVENANCE__TRUST_ANCHORS" not in {e["name"] for e in default["containers"][0]["env"]}
 
 
+def test_api_keys_are_mounted_from_an_existing_secret(helm: Helm) -> None:
+    """auth.enabled: the hashes' Secret mounted read-only (a folder, no subPath: Secret updates reach the pods) in the
+    model server and the page, with the APD_AUTH__ settings; by default neither; on in the prod values."""
+    resources = helm.template(set_values=["auth.enabled=true", "auth.existingSecret=api-keys", "ui.enabled=true"])
+    runtime = one(resources, "ServingRuntime")["spec"]
+    [page] = [d for d in by_kind(resources, "Deployment") if d["metadata"]["name"] == "apd-ui"]
+    page_spec = page["spec"]["template"]["spec"]
+    pods = [(runtime["containers"][0], runtime["volumes"]), (page_spec["containers"][0], page_spec["volumes"])]
+    for container, volumes in pods:
+        env = _env(container)
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+        assert (mount["readOnly"], "subPath" in mount) == (True, False)
+        assert env["APD_AUTH__ENABLED"] == "true"
+        assert env["APD_AUTH__KEYS_FILE"] == f"{mount['mountPath']}/keys"
+        assert (env["APD_AUTH__RATE_PER_SECOND"], env["APD_AUTH__BURST"]) == ("20", "40")
+        volume = next(v for v in volumes if v["name"] == "api-keys")
+        assert volume["secret"] == {"secretName": "api-keys", "items": [{"key": "keys", "path": "keys"}]}
+    assert "api-keys" not in {secret["metadata"]["name"] for secret in by_kind(resources, "Secret")}  # no keys made
+    default = one(helm.template(), "ServingRuntime")["spec"]["containers"][0]
+    assert not any(e["name"].startswith("APD_AUTH__") for e in default["env"])
+    prod = one(helm.template([CHART / "ci" / "prod-values.yaml"]), "ServingRuntime")["spec"]
+    assert _env(prod["containers"][0])["APD_AUTH__ENABLED"] == "true"
+    assert prod["volumes"][0]["secret"]["secretName"] == "apd-api-keys"
+
+
+def test_istio_policies_guard_predictor_explainer_and_page(helm: Helm) -> None:
+    """istio.enabled: per workload a RequestAuthentication (the issuer's JWKS) and an AuthorizationPolicy (a token of
+    that issuer, or the open health paths), selecting the pods by KServe's labels; validated against Istio's CRDs
+    with every other resource of the full variant (test_rendered_resources_are_valid)."""
+    resources = helm.template([FULL])
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(resources, "AuthorizationPolicy")}
+    authns = {a["metadata"]["name"]: a["spec"] for a in by_kind(resources, "RequestAuthentication")}
+    assert sorted(policies) == sorted(authns) == ["apd-explainer", "apd-predictor", "apd-ui"]
+    kserve = {"serving.kserve.io/inferenceservice": "apd-detector"}
+    assert policies["apd-predictor"]["selector"]["matchLabels"] == {**kserve, "component": "predictor"}
+    assert policies["apd-explainer"]["selector"]["matchLabels"] == {**kserve, "component": "explainer"}
+    assert policies["apd-ui"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "ui"
+    for name, policy in policies.items():
+        assert authns[name]["selector"] == policy["selector"]
+        [rule] = authns[name]["jwtRules"]
+        assert rule["issuer"] == "https://accounts.example.com"
+        assert rule["jwksUri"] == "https://accounts.example.com/.well-known/jwks.json"
+        assert rule["audiences"] == ["apd-detector"]
+        assert policy["action"] == "ALLOW"
+        with_token, open_paths = policy["rules"]
+        assert with_token == {"from": [{"source": {"requestPrincipals": ["https://accounts.example.com/*"]}}]}
+        assert "/metrics" in open_paths["to"][0]["operation"]["paths"]
+    predictor_open = policies["apd-predictor"]["rules"][1]["to"][0]["operation"]["paths"]
+    probe = one(resources, "ServingRuntime")["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"]
+    assert probe in predictor_open
+    assert not any(p.endswith((":predict", "/infer")) for p in predictor_open)
+    assert not by_kind(helm.template(), "AuthorizationPolicy")  # off by default
+
+
 def test_serverless_canary_moves_the_new_model_to_the_latest_revision(helm: Helm) -> None:
     isvc = one(helm.template([CHART / "ci" / "canary-values.yaml"]), "InferenceService")
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 10
     assert predictor["model"]["storageUri"] == "s3://apd-mlflow/models/apd-detector/challenger"
     assert "canary" not in isvc["spec"]
+    # The explainer moves the same way: explanations share the canary's model and traffic split.
+    explainer = isvc["spec"]["explainer"]
+    assert explainer["canaryTrafficPercent"] == 10
+    assert _env(explainer["containers"][0])["STORAGE_URI"] == "s3://apd-mlflow/models/apd-detector/challenger"
 
 
 def test_raw_deployment_canary_is_a_second_predictor(helm: Helm) -> None:
@@ -292,6 +379,54 @@ def test_raw_deployment_canary_is_a_second_predictor(helm: Helm) -> None:
     assert canary["predictor"]["name"] == "canary"
     assert canary["predictor"]["model"]["storageUri"] == "s3://apd-mlflow/models/apd-detector/challenger"
     assert "minReplicas" not in canary["predictor"]  # KServe refuses autoscaling fields on a canary
+    # spec.canary entries hold a predictor only: the explainer stays on the stable model.
+    explainer = isvc["spec"]["explainer"]
+    assert "canaryTrafficPercent" not in explainer
+    assert _env(explainer["containers"][0])["STORAGE_URI"] == "s3://apd-mlflow/models/apd-detector/champion"
+    assert (explainer["minReplicas"], explainer["scaleMetric"]) == (1, "cpu")
+
+
+def test_explainer_component(helm: Helm) -> None:
+    """spec.explainer: `apd explain` in the component image on the predictor's model (KServe's storage initializer
+    downloads STORAGE_URI into /mnt/models with the predictor's service account, which lists the S3 Secret), with its
+    own resources and scaling; the model server forwards :explain to it. explainer.enabled=false removes both."""
+    resources = helm.template(set_values=["predictor.storageUri=s3://b/m/1"], api_versions=MONITORING_APIS)
+    isvc = one(resources, "InferenceService")
+    explainer, predictor = isvc["spec"]["explainer"], isvc["spec"]["predictor"]
+    [container] = explainer["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"].startswith("apd-components:")
+    assert container["command"] == ["apd"]
+    args = ["explain", "--model_name", "apd-detector", "--model_uri", "/mnt/models", "--http_port", "8080"]
+    assert container["args"] == args
+    env = _env(container)
+    assert env["STORAGE_URI"] == predictor["model"]["storageUri"] == "s3://b/m/1"
+    assert (env["OMP_NUM_THREADS"], env["HOME"]) == ("2", "/tmp")
+    assert explainer["serviceAccountName"] == predictor["serviceAccountName"]
+    sized = {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
+    assert container["resources"] == sized
+    assert (explainer["minReplicas"], explainer["maxReplicas"], explainer["scaleMetric"]) == (0, 2, "concurrency")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/apd-detector/ready"
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert explainer["volumes"] == predictor["volumes"]
+    assert "logger" not in explainer  # the payloads the drift job reads are the predictor's
+    runtime = one(resources, "ServingRuntime")["spec"]["containers"][0]
+    assert _env(runtime)["APD_SERVING__EXPLAINER_HOST"] == "apd-detector-explainer.apd.svc.cluster.local"
+    # The predictor's PodMonitor (and so its down and 5xx alerts) leaves the explainer's pods out.
+    selector = one(resources, "PodMonitor")["spec"]["selector"]
+    assert selector["matchExpressions"] == [{"key": "component", "operator": "NotIn", "values": ["explainer"]}]
+
+    # With API keys on, the explainer checks them too: KServe routes :explain to it directly.
+    keyed = one(helm.template([FULL]), "InferenceService")["spec"]["explainer"]
+    assert _env(keyed["containers"][0])["APD_AUTH__ENABLED"] == "true"
+    mounts = keyed["containers"][0]["volumeMounts"]
+    assert {"name": "api-keys", "mountPath": "/etc/apd/auth", "readOnly": True} in mounts
+    assert [v["name"] for v in keyed["volumes"]] == ["tmp", "api-keys"]
+
+    off = helm.template(set_values=["explainer.enabled=false"])
+    assert "explainer" not in one(off, "InferenceService")["spec"]
+    assert "APD_SERVING__EXPLAINER_HOST" not in _env(one(off, "ServingRuntime")["spec"]["containers"][0])
+    validate_resources(off)
 
 
 def test_logger_autoscaling_and_scraping(helm: Helm) -> None:
@@ -558,7 +693,7 @@ def _expected_alert(rules: Path, name: str, value: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 def test_alert_rules_pass_promtool(helm: Helm, promtool: str, tmp_path: Path, mode: str) -> None:
-    extra = ["predictor.scaleMetric=cpu"] if mode == "RawDeployment" else []
+    extra = RAW_SCALING if mode == "RawDeployment" else ()
     rules = _rules(helm, tmp_path, f"inferenceService.deploymentMode={mode}", *extra)
     result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -670,6 +805,9 @@ def test_notes_explain_how_to_call_and_canary(helm: Helm, tmp_path: Path) -> Non
     assert "kubectl -n apd annotate secret apd-s3-credentials" in prod
     assert "serving.kserve.io/s3-endpoint=s3.amazonaws.com" in prod
     assert "WARNING: s3.existingSecret is empty" not in prod
+    assert '-H "X-API-Key: $KEY"' in prod  # API keys are on in production
+    assert "Secret\n   apd-api-keys, key keys" in prod
+    assert "X-API-Key" not in text  # off by default
 
 
 # ------------------------------------------------------------------------------------------------- kustomize

@@ -27,7 +27,16 @@ from referencing.jsonschema import DRAFT7
 
 from components.monitoring.publish import GROUPING_LABELS, DriftGauge
 from tests.deploy import get_schemas
-from tests.deploy.conftest import CHART, FULL, MONITORING_APIS, REPO, Helm, alert_rules, rendered_rules
+from tests.deploy.conftest import (
+    CHART,
+    FULL,
+    MONITORING_APIS,
+    RAW_SCALING,
+    REPO,
+    Helm,
+    alert_rules,
+    rendered_rules,
+)
 from tests.deploy.schemas import schemas_dir
 
 DASHBOARD = CHART / "dashboards" / "apd-detector.json"
@@ -69,6 +78,8 @@ _SERIES: dict[str, set[str]] = {
     # serving/metrics.py
     "apd_predictions_total": {"label", "model_version"},
     "apd_invalid_requests_total": {"reason"},
+    "apd_cache_lookups_total": {"result"},
+    "apd_cache_entries": set(),
     # payload sink
     "apd_sink_events_total": {"type"},
     "apd_sink_rejected_total": {"reason"},
@@ -323,7 +334,7 @@ def test_dashboard_covers_every_contract_metric() -> None:
 
 @pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 def test_alert_rules_use_only_known_metrics(helm: Helm, mode: str) -> None:
-    extra = ["predictor.scaleMetric=cpu"] if mode == "RawDeployment" else []
+    extra = RAW_SCALING if mode == "RawDeployment" else ()
     alerts = alert_rules(rendered_rules(helm, f"inferenceService.deploymentMode={mode}", *extra))
     problems = check_names({name: rule["expr"] for name, rule in alerts.items()})
     assert not problems, "\n".join(problems)

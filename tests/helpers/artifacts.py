@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from components.common.artifact import ArtifactConfig, export_onnx, write_artifact
-from components.common.model import Detector, ModelConfig, build_model, save_checkpoint
+from components.common.model import Detector, build_model, save_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.runtimes import ONNX_FILE
 from components.common.settings import MlflowSettings
 from components.common.transforms import Preprocessing

@@ -18,20 +18,28 @@ MODEL = "apd-detector"  # the name `apd serve` serves the model under (the URL p
 
 
 class ModelServer:
-    """`apd serve` in a subprocess on free loopback ports, its log in ``tmp``."""
+    """`apd serve` (or ``command="explain"``: `apd explain`, the explainer) in a subprocess on free loopback ports,
+    its log in ``tmp``."""
 
     def __init__(
-        self, tmp: Path, model_uri: str, env: dict[str, str] | None = None, workers: int = 1, *, ready: bool = True
+        self,
+        tmp: Path,
+        model_uri: str,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        *,
+        ready: bool = True,
+        command: str = "serve",
     ) -> None:
         """Start it and wait until it answers: live, and with workers the model ready too (``ready=False`` for a
         model meant to fail its load)."""
         self.http, self.grpc = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http}"
         self.log = (tmp / f"server-{self.http}.log").open("w")
-        command = [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_uri,
-                   "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
+        argv = [sys.executable, "-m", "components.cli", command, "--model_uri", model_uri,
+                "--http_port", str(self.http), "--grpc_port", str(self.grpc), "--workers", str(workers)]  # fmt: skip
         full_env = {**os.environ, "APD_SERVING__DOWNLOAD_DIR": str(tmp / "downloads"), **(env or {})}
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         # With workers, each one must have unpickled the model and opened its session: ready, not only live (two
         # workers loading under load on 2 cores can take a while).
         ready_url = [f"{self.url}/v2/models/{MODEL}/ready"] if workers > 1 and ready else []

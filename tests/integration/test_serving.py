@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from components.common.artifact import ArtifactConfig, export_onnx, write_artifact
-from components.common.model import ModelConfig, build_model
+from components.common.model import build_model
+from components.common.model_config import ModelConfig
 from components.common.protocol import OUTPUTS
 from components.common.runtimes import ONNX_FILE
 from components.common.settings import MlflowSettings
@@ -37,7 +38,14 @@ def _v2(*images: bytes) -> dict[str, object]:
     return {"inputs": [{"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}]}
 
 
+def _metric(model_server: ModelServer, name: str) -> float:
+    """The sum of the server's /metrics samples whose line starts with ``name`` (a metric, or a metric and labels)."""
+    text = model_server.call("GET", "/metrics")[1]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 JPEG, PNG, WEBP = encode("JPEG", (300, 200)), encode("PNG", (120, 90)), encode("WEBP", (80, 80))
+HIT, MISS = 'apd_cache_lookups_total{result="hit"}', 'apd_cache_lookups_total{result="miss"}'
 
 
 def test_health_metadata_and_model_list(model_server: ModelServer) -> None:
@@ -61,7 +69,7 @@ def test_v1_predicts_every_image_of_a_batch(model_server: ModelServer) -> None:
         assert p["label"] == ("ai_generated" if p["probability"] >= p["threshold"] else "real")
         assert p["confidence"] in {"low", "medium", "high"}
         assert p["model_version"]
-        assert p["inference_time_ms"] > 0
+        assert p["inference_time_ms"] > 0 or p["cached"]  # the same images again: a lookup may round to 0.00 ms
         assert p["generator"] == {"name": "unknown", "probability": 0.0}  # a model without an attribution head
 
 
@@ -161,8 +169,7 @@ def test_malformed_json_and_unknown_model(model_server: ModelServer) -> None:
 
 def test_metrics_move_when_requests_are_served(model_server: ModelServer) -> None:
     def sample(name: str) -> float:
-        text = model_server.call("GET", "/metrics")[1]
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+        return _metric(model_server, name)
 
     before, invalid_before = sample("apd_predictions_total"), sample('apd_invalid_requests_total{reason="empty"}')
     model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG, JPEG))
@@ -307,14 +314,68 @@ def test_an_image_near_the_byte_limit_is_scored_over_grpc(model_server: ModelSer
 
 def test_provenance_metrics(model_server: ModelServer, declared: dict[str, bytes]) -> None:
     def sample(name: str) -> float:
-        text = model_server.call("GET", "/metrics")[1]
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+        return _metric(model_server, name)
 
     trusted = 'apd_provenance_images_total{ai_declared="true",c2pa="trusted"}'
-    before, timed = sample(trusted), sample("apd_provenance_seconds_count")
+    before, timed, scored = sample(trusted), sample("apd_provenance_seconds_count"), sample(MISS)
     model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(declared["c2pa_ai_jpeg"], declared["plain_jpeg"]))
-    assert sample(trusted) == before + 1
-    assert sample("apd_provenance_seconds_count") == timed + 2
+    assert sample(trusted) == before + 1  # every image answered, from the result cache or not
+    # read only for the images scored (earlier tests sent these files: their answers may come from the cache)
+    assert sample("apd_provenance_seconds_count") - timed == sample(MISS) - scored
+
+
+def test_the_same_image_again_is_answered_from_the_result_cache(model_server: ModelServer) -> None:
+    """The same bytes again: the stored answer without decoding, ``cached: true`` and the same verdict. The cache
+    counters move by one hit and one miss; the prediction counters count both requests (a hit is an answer
+    served), the decode and the provenance reader only the first."""
+    image = encode("JPEG", (160, 120), seed=1501)  # no other test sends it: the first request is a miss
+    counted = (HIT, MISS, "apd_predictions_total", "apd_probability_count", "apd_preprocess_seconds_count",
+               "apd_provenance_seconds_count", "apd_image_bytes_count")  # fmt: skip
+    before = {name: _metric(model_server, name) for name in counted}
+    first, second = (
+        model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(image))[1]["predictions"][0] for _ in range(2)
+    )
+    moved = {name: _metric(model_server, name) - before[name] for name in counted}
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert {k: v for k, v in second.items() if k not in {"cached", "inference_time_ms"}} == {
+        k: v for k, v in first.items() if k not in {"cached", "inference_time_ms"}
+    }
+    assert second["inference_time_ms"] < first["inference_time_ms"]
+    assert moved == {
+        HIT: 1,
+        MISS: 1,
+        "apd_predictions_total": 2,
+        "apd_probability_count": 2,
+        "apd_preprocess_seconds_count": 1,
+        "apd_provenance_seconds_count": 1,
+        "apd_image_bytes_count": 2,
+    }
+    assert _metric(model_server, "apd_cache_entries") >= 1
+    # a batch keeps its order: a new image (a miss) before the stored one (a hit)
+    other = encode("JPEG", (160, 120), seed=1502)
+    both = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(other, image))[1]["predictions"]
+    assert [p["cached"] for p in both] == [False, True]
+    assert both[1]["probability"] == first["probability"]
+
+
+def test_v2_response_parameters_say_what_came_from_the_result_cache(model_server: ModelServer, tmp_path: Path) -> None:
+    """``cached`` (every image of the request from the cache) and ``cached_count`` (how many), over REST and gRPC;
+    the outputs are the same either way."""
+    seen, fresh = encode("PNG", (96, 72), seed=1503), encode("PNG", (96, 72), seed=1504)
+    assert model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(seen))[0] == 200  # stored
+    status, body = model_server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "c1", **_v2(fresh, seen)})
+    assert status == 200, body
+    assert body["parameters"] == {"cached": False, "cached_count": 1}  # a new image is a miss
+    again = model_server.call("POST", f"/v2/models/{MODEL}/infer", {"id": "c2", **_v2(fresh, seen)})[1]
+    assert again["parameters"] == {"cached": True, "cached_count": 2}
+    assert again["outputs"] == body["outputs"]
+    code = f"""
+        i = grpc.InferInput("image", [1], "BYTES")
+        i.set_data_from_numpy(np.array([raw], dtype=np.object_))
+        r = g.infer("{MODEL}", [i], request_id="cached").get_response()
+        print(json.dumps({{k: getattr(v, v.WhichOneof("parameter_choice")) for k, v in r.parameters.items()}}))
+        """
+    assert _tritonclient(model_server, seen, code, tmp_path) == {"cached": True, "cached_count": 1}
 
 
 def test_kserve_rest_client(model_server: ModelServer) -> None:
@@ -344,6 +405,9 @@ def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
         status, body = registry.call("POST", f"/v1/models/{MODEL}:predict", _v1(PNG))
         assert status == 200
         assert body["predictions"][0]["model_version"] == "1"
+        status, body = registry.call("POST", f"/v1/models/{MODEL}:explain", _v1(PNG))  # no explainer beside it
+        assert status == 501, body
+        assert "APD_SERVING__EXPLAINER_HOST" in body["error"]
     finally:
         registry.stop()
 
@@ -362,6 +426,7 @@ def test_registry_uri_and_a_broken_model(tmp_path: Path) -> None:
 
 
 def test_explain_returns_a_heatmap_png_of_the_image_size(model_server: ModelServer) -> None:
+    """``:explain`` sent to `apd serve` is answered by `apd explain` beside it (APD_SERVING__EXPLAINER_HOST)."""
     import io
 
     from PIL import Image
@@ -427,7 +492,7 @@ def test_an_artifact_from_before_native_crops_serves_as_it_did(tmp_path: Path) -
     from components.common.images import decode_image
     from components.common.model import load_checkpoint
     from components.common.settings import ImageLimits
-    from components.common.transforms import eval_transform
+    from components.common.transforms import image_crops
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(preprocessing=Preprocessing(image_size=64, mode="resize", max_crops=1))).eval()
@@ -450,7 +515,7 @@ def test_an_artifact_from_before_native_crops_serves_as_it_did(tmp_path: Path) -
     prep = loaded.config.preprocessing
     old_view = decode_image(photo, ImageLimits(), draft_size=prep.resize_size).image  # the old draft decoding
     with torch.inference_mode():
-        expected = float(torch.sigmoid(model(eval_transform(prep)(old_view)[None]))[0])
+        expected = float(torch.sigmoid(model(torch.from_numpy(image_crops(old_view, prep))))[0])
     for runtime in ("torch", "openvino"):
         served = _load(folder, runtime)
         assert served.load()

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import io
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from skimage import data as photos
 from starlette.testclient import TestClient
 
 from components.common.settings import ImageLimits, UiSettings
+from serving.auth import key_line
 from serving.ui import PRIMARY, ModelServers, create_app
 from tests.helpers.images import encode
 from tests.helpers.net import free_port, wait_until_up
@@ -95,6 +98,8 @@ def test_predict_goes_through_v2_and_matches_the_server(proxy: TestClient, model
     assert result["probability"] == pytest.approx(direct["probability"], abs=1e-5)
     assert (result["label"], result["confidence"]) == (direct["label"], direct["confidence"])
     assert result["threshold"] == direct["threshold"] == 0.5  # the test artifact's
+    assert direct["cached"] is True  # the page's request came first and stored the answer
+    assert isinstance(result["cached"], bool)  # the page reads the v2 response parameter
     assert result["model_version"] == direct["model_version"] == "models-test"
     assert result["model_name"] == MODEL
     assert result["latency_ms"] > 0
@@ -209,12 +214,14 @@ def test_page_is_served_from_this_origin_only(proxy: TestClient) -> None:
 class Ui:
     """`apd ui` in a subprocess on a free loopback port."""
 
-    def __init__(self, tmp: Path, model_url: str, *flags: str) -> None:
+    def __init__(self, tmp: Path, model_url: str, *flags: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (tmp / f"ui-{self.port}.log").open("w")
         command = [sys.executable, "-m", "components.cli", "ui", "--port", str(self.port), "--model-url", model_url]
-        self.process = subprocess.Popen([*command, *flags], stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [*command, *flags], stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         wait_until_up(self.process, Path(self.log.name), f"{self.url}/healthz", seconds=60, poll=0.3)
 
     def logged(self, event: str) -> list[dict[str, Any]]:
@@ -356,6 +363,17 @@ def compare_ui(model_server: ModelServer, tmp_path_factory: pytest.TempPathFacto
     """The compare view with the same server twice (as a canary beside its champion would be)."""
     running = Ui(tmp_path_factory.mktemp("ui-compare"), model_server.url, "--compare-url", model_server.url)
     yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_ui(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ui, str]]:
+    """The page with API keys on (one key, "moderator"), and that key."""
+    tmp = tmp_path_factory.mktemp("ui-keys")
+    key = secrets.token_urlsafe(24)
+    (tmp / "keys").write_text(key_line("moderator", key) + "\n")
+    running = Ui(tmp, model_server.url, env={"APD_AUTH__ENABLED": "true", "APD_AUTH__KEYS_FILE": str(tmp / "keys")})
+    yield running, key
     running.stop()
 
 
@@ -535,6 +553,46 @@ def test_compare_view_history_keyboard_and_layout(
     shot = browser.screenshot(tmp_path_factory.mktemp("screenshots") / "apd-ui-compare.png")
     print(f"\nscreenshot of the page: {shot}")
     assert Image.open(shot).size[0] == VIEWPORT[0]
+
+
+def _sign_in(browser: Chromium, key: str) -> None:
+    """What a moderator does: type the key into the form and press its button."""
+    browser.js("document.querySelector('#api-key').focus()")
+    browser.send("Input.insertText", text=key)
+    browser.js("document.querySelector('#login-form button[type=submit]').click()")
+
+
+def test_with_keys_on_the_page_asks_for_one_and_keeps_it_in_memory_only(
+    browser: Chromium, keyed_ui: tuple[Ui, str], model_server: ModelServer, images: dict[str, Path]
+) -> None:
+    ui, key = keyed_ui
+    status = "document.querySelector('#server-status').textContent"
+    browser.open(ui.url)
+    assert browser.js("document.querySelector('#login').hidden") is False
+    assert browser.js("document.activeElement.id") == "api-key"
+    assert browser.js(status) == "This page needs an API key: sign in above."
+
+    _sign_in(browser, "not-our-key")  # a wrong key: said so, and asked again
+    browser.wait("!document.querySelector('#login-error').hidden")
+    assert browser.js("document.querySelector('#login-error').textContent") == (
+        "the API key is not valid (unknown or revoked)"
+    )
+    assert browser.js("document.querySelector('#login').hidden") is False
+
+    _sign_in(browser, key)
+    browser.wait("document.querySelector('#login').hidden")
+    browser.wait(f"{status} === 'primary server {model_server.url}: 1 model ready'")
+    _check(browser, images["coffee.jpg"])
+    assert _field(browser, "error") == ""
+    assert _field(browser, "label") in {"AI-generated", "Real photo"}
+    stored = "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage}) + document.cookie"
+    assert key not in browser.js(stored)  # memory only
+    assert browser.js("document.querySelector('#api-key').value") == ""  # not left in the form either
+    assert not any(key in json.dumps(entry) for entry in ui.logged("ui_predict"))  # nor in the backend's log
+
+    browser.open(ui.url)  # a reload forgets it
+    assert browser.js("document.querySelector('#login').hidden") is False
+    assert browser.js(status) == "This page needs an API key: sign in above."
 
 
 def test_ui_env_settings_reach_the_page(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,8 @@ from components.common.artifact import (
     load_artifact,
     write_artifact,
 )
-from components.common.model import ModelConfig, save_checkpoint
+from components.common.model import save_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.runtimes import EXACT_VARIANTS
 from components.common.transforms import Preprocessing
 from tests.helpers.artifacts import SMALL, detector, local_mlflow, package_artifact, register_artifact

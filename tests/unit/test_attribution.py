@@ -12,7 +12,8 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from PIL import Image
 
 from components.common.metrics import flat_metrics
-from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from components.common.model import build_model, load_checkpoint, save_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.protocol import OUTPUTS, Answer
 from components.common.provenance import Provenance
 from components.common.settings import ImageLimits
@@ -199,6 +200,7 @@ def test_v1_prediction_carries_the_generator() -> None:
         "generator": {"name": "sdxl", "probability": 0.8125},
         "provenance": {"ai_declared": False, "c2pa": "absent", "signals": [], "unreadable": []},
         "verdict_source": "pixels",
+        "cached": None,  # an answer from outside the server's cache says nothing of it
     }
     assert predictions[1]["generator"] == {"name": "unknown", "probability": 0.0}  # filled for every image
 

@@ -9,7 +9,8 @@ import torch
 
 from components.common.artifact import ArtifactConfig, export_onnx, load_artifact, write_artifact
 from components.common.calibration import expected_calibration_error, fit_temperature, rate_upper_bound
-from components.common.model import ModelConfig, build_model, save_checkpoint
+from components.common.model import build_model, save_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.runtimes import image_logits, open_engine
 from components.common.transforms import Preprocessing
 

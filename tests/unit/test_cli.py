@@ -181,4 +181,4 @@ def test_python_m_components_cli() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "components.cli", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{serve,sink,ui,data,ingest,validate,pipeline,rollout,drift,predict}" in done.stdout
+    assert "{serve,explain,sink,ui,auth,data,ingest,validate,pipeline,rollout,drift,predict}" in done.stdout

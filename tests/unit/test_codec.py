@@ -2,6 +2,7 @@
 
 import json
 import struct
+from dataclasses import replace
 
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
@@ -45,6 +46,23 @@ def test_v2_answer_has_provenance_json_and_verdict_source_outputs(from_grpc: boo
     assert [json.loads(t) for t in texts] == [DECLARED.to_dict(), Provenance().to_dict()]
     sources = [v.decode() if isinstance(v, bytes) else v for v in outputs["verdict_source"].as_numpy()]
     assert sources == ["provenance", "pixels"]
+
+
+@pytest.mark.parametrize("from_grpc", [False, True])  # REST JSON, gRPC
+def test_v2_response_parameters_say_what_came_from_the_result_cache(from_grpc: bool) -> None:
+    """One value per response, on the wire in both: REST JSON and gRPC InferParameter (bool, int64)."""
+    request = InferRequest(
+        "apd-detector", [InferInput("image", [2], "BYTES", ["YQ==", "YQ=="])], "r", from_grpc=from_grpc
+    )
+    answers = [replace(DETECTIONS[0], cached=True), replace(DETECTIONS[1], cached=False)]
+    response = codec.v2_response(request, answers, "apd-detector", "3")
+    if from_grpc:
+        parameters = response.to_grpc().parameters
+        assert (parameters["cached"].bool_param, parameters["cached_count"].int64_param) == (False, 1)
+    else:
+        rest, _ = response.to_rest()
+        assert isinstance(rest, dict)
+        assert rest["parameters"] == {"cached": False, "cached_count": 1}
 
 
 def _grpc_request(shape: list[int], *, raw: bytes | None = None, contents: list[bytes] | None = None) -> InferRequest:

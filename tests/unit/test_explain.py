@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from components.common.artifact import ArtifactConfig
-from components.common.model import ModelConfig, build_model
+from components.common.model import build_model
+from components.common.model_config import ModelConfig
 from components.common.settings import ImageLimits
 from components.common.transforms import Preprocessing, image_crops, plan_crops
 from serving.explain import explain_image, heatmap_png
@@ -39,7 +40,7 @@ def test_the_heatmap_covers_the_scored_crops_only_and_has_the_image_size(size: t
         covered[top : top + 64, left : left + 64] = True
     assert not heat[~covered].any()  # nothing outside the crops the model scored
     with torch.inference_mode():
-        mean_logit = float(net(image_crops(image, prep)).mean())
+        mean_logit = float(net(torch.from_numpy(image_crops(image, prep))).mean())
     assert probability == pytest.approx(1 / (1 + np.exp(-mean_logit / 2.0)), abs=1e-5)  # the model's own score
     png = heatmap_png(image, heat)
     assert Image.open(io.BytesIO(png)).size == size

@@ -16,8 +16,8 @@ from components.common.settings import ServingSettings
 
 DECLARED = Provenance("trusted", (Signal("c2pa", "ai", "DALL-E", "c2pa.created, trainedAlgorithmicMedia"),))
 ANSWERS = [
-    Answer(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance", 0.55),
-    Answer(0.91, "ai_generated", "medium", "3", 1.5, "sdxl", 0.75, Provenance(), "pixels", 0.55),
+    Answer(0.12, "ai_generated", "high", "3", 1.5, "unknown", 0.0, DECLARED, "provenance", 0.55, False),
+    Answer(0.91, "ai_generated", "medium", "3", 1.5, "sdxl", 0.75, Provenance(), "pixels", 0.55, True),
 ]
 DECLARED_DICT = {
     "ai_declared": True,
@@ -41,13 +41,14 @@ def test_the_contract_constants() -> None:
 
 
 def test_the_v2_outputs_are_the_answer_fields_in_order() -> None:
-    """Every Answer field but the response's model_version and v1's inference_time_ms, in the Answer's order; FP32
-    for the numbers, BYTES for text and the evidence object."""
+    """Every Answer field but the response's model_version, v1's inference_time_ms and ``cached`` (a v2 response
+    parameter, ``v2_parameters``: not an output, so that the outputs stay what the model computed), in the Answer's
+    order; FP32 for the numbers, BYTES for text and the evidence object."""
     hints = get_type_hints(Answer)
     expected = tuple(
         (f.name, "FP32" if float in get_args(hints[f.name]) else "BYTES")
         for f in fields(Answer)
-        if f.name not in {"model_version", "inference_time_ms"}
+        if f.name not in {"model_version", "inference_time_ms", "cached"}
     )
     assert expected == protocol.OUTPUTS
 
@@ -115,6 +116,7 @@ def test_v1_predictions_in_wire_order() -> None:
         "confidence",
         "model_version",
         "inference_time_ms",
+        "cached",
         "provenance",
         "verdict_source",
         "generator",
@@ -126,11 +128,13 @@ def test_v1_predictions_in_wire_order() -> None:
         "confidence": "high",
         "model_version": "3",
         "inference_time_ms": 1.5,
+        "cached": False,
         "provenance": DECLARED_DICT,
         "verdict_source": "provenance",
         "generator": {"name": "unknown", "probability": 0.0},
     }
     assert (second["provenance"], second["generator"]) == (NOTHING_DICT, {"name": "sdxl", "probability": 0.75})
+    assert second["cached"] is True
 
 
 def test_v2_columns_in_output_order() -> None:
@@ -151,6 +155,20 @@ def test_v2_columns_in_output_order() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("cached", "parameters"),
+    [
+        ((False, False), {"cached": False, "cached_count": 0}),  # every image scored
+        ((True, False), {"cached": False, "cached_count": 1}),  # some from the cache: ``cached`` is for all of them
+        ((True, True), {"cached": True, "cached_count": 2}),  # every image from the cache
+        ((), {"cached": False, "cached_count": 0}),  # no answers (the server never answers an empty batch)
+    ],
+)
+def test_v2_parameters_say_what_came_from_the_cache(cached: tuple[bool, ...], parameters: dict[str, Any]) -> None:
+    answers = [replace(ANSWERS[0], cached=c) for c in cached]
+    assert protocol.v2_parameters(answers) == parameters
+
+
 # ---- answers, client side -------------------------------------------------------------------------------------
 
 
@@ -165,10 +183,30 @@ def test_v2_round_trip(binary: bool) -> None:
     columns: dict[str, list[Any]] = json.loads(json.dumps(protocol.v2_columns(ANSWERS)))
     if binary:
         columns = {n: [v.encode() if isinstance(v, str) else v for v in vs] for n, vs in columns.items()}
-    assert protocol.read_v2(columns, "3") == [replace(a, inference_time_ms=None) for a in ANSWERS]
+    assert protocol.read_v2(columns, "3") == [replace(a, inference_time_ms=None, cached=None) for a in ANSWERS]
 
 
-def test_an_older_server_without_provenance_or_attribution() -> None:
+@pytest.mark.parametrize(
+    ("parameters", "count", "cached"),
+    [
+        ({"cached": True, "cached_count": 2}, 2, True),  # all from the cache
+        ({"cached": False, "cached_count": 0}, 2, False),  # none
+        ({"cached": False, "cached_count": 1}, 2, None),  # one of two: which one, a parameter cannot say
+        ({"cached": True}, 1, True),  # a client that sent only ``cached``
+        ({"cached": "yes", "cached_count": "1"}, 1, None),  # values of the wrong type
+        ({"cached_count": True}, 1, None),  # a bool is not a count
+        ({}, 1, None),  # a server without a result cache
+        (None, 1, None),  # a response without parameters
+        ("cached", 1, None),  # parameters that are not an object
+    ],
+)
+def test_v2_cached_is_read_from_the_response_parameters(parameters: Any, count: int, cached: bool | None) -> None:
+    assert protocol.read_cached(parameters, count) is cached
+    columns = {"probability": [0.5] * count}
+    assert [a.cached for a in protocol.read_v2(columns, "3", parameters)] == [cached] * count
+
+
+def test_an_older_server_without_provenance_attribution_or_cache() -> None:
     v1 = {"predictions": [{"probability": 0.2, "label": "real", "confidence": "high", "model_version": "1"}]}
     v2 = {"probability": [0.2], "label": ["real"], "confidence": ["high"]}
     expected = Answer(0.2, "real", "high", "1")
@@ -176,6 +214,7 @@ def test_an_older_server_without_provenance_or_attribution() -> None:
     assert protocol.read_v2(v2, "1") == [expected]
     for answer in (*protocol.read_v1(v1), *protocol.read_v2(v2, "1")):
         assert (answer.generator, answer.generator_probability, answer.provenance, answer.verdict_source) == (None,) * 4
+        assert answer.cached is None
         assert (answer.ai_declared, answer.c2pa, answer.provenance_generator) == (None, None, None)
 
 
@@ -226,13 +265,20 @@ def test_v1_bare_scores_and_values_of_the_wrong_type() -> None:
         "predictions": [
             0.25,
             "x",
-            {"probability": "0.5", "label": 1, "confidence": None, "inference_time_ms": True, "generator": "sdxl"},
+            {
+                "probability": "0.5",
+                "label": 1,
+                "confidence": None,
+                "inference_time_ms": True,
+                "generator": "sdxl",
+                "cached": 1,
+            },
         ]
     }
     assert protocol.read_v1(document) == [
         Answer(0.25, None, None, None),
         Answer(None, None, None, None),
-        Answer(None, "1", None, None),  # a number where text belongs reads as its text; bool is no number
+        Answer(None, "1", None, None),  # a number where text belongs reads as its text; bool is no number nor 1 a bool
     ]
     assert protocol.read_v1({}) == []
 

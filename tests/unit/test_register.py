@@ -17,7 +17,8 @@ from components.common.artifact import CONFIG_FILE, METRICS_FILE, REFERENCE_FILE
 from components.common.artifact import load_artifact as load_folder
 from components.common.dataset import read_manifest
 from components.common.features import FEATURE_NAMES
-from components.common.model import CHECKPOINT_FILE, save_checkpoint
+from components.common.model import save_checkpoint
+from components.common.model_config import CHECKPOINT_FILE
 from components.common.runtimes import ONNX_FILE
 from components.common.settings import ImageLimits, MlflowSettings, Settings
 from components.common.tracking import setup_tracking

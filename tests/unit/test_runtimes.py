@@ -13,7 +13,8 @@ import torch
 
 from components.common import runtimes
 from components.common.artifact import load_artifact
-from components.common.model import Detector, ModelConfig
+from components.common.model import Detector
+from components.common.model_config import ModelConfig
 from components.common.runtimes import Engine, image_outputs, open_engine
 from components.common.transforms import Preprocessing, probabilities
 from tests.helpers.artifacts import detector, package_artifact

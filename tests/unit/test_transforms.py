@@ -12,7 +12,6 @@ from components.common.transforms import (
     Augmentation,
     Preprocessing,
     aggregate,
-    eval_transform,
     image_crops,
     load_image,
     plan_crops,
@@ -54,20 +53,45 @@ def test_native_crops_keep_the_pixels_and_pad_small_images_with_the_mean() -> No
     assert crops.shape == (2, 3, 32, 32)  # 3 x 2 would tile it; within 4 crops, a 2 x 1 grid of its aspect
     left, top = plan_crops(70, 40, 32, 4, 16)[0]
     window = torch.from_numpy(pixels[top : top + 32, left : left + 32]).permute(2, 0, 1).float() / 255
-    assert torch.allclose(crops[0], (window - 0.5) / 0.5, atol=1e-6)  # the very pixels, only normalised
+    assert torch.allclose(torch.from_numpy(crops[0]), (window - 0.5) / 0.5, atol=1e-6)  # the pixels, normalised
     tiny = image_crops(Image.fromarray(pixels[:20, :25]), prep)
     assert tiny.shape == (1, 3, 32, 32)
-    assert float(tiny[0, :, 20:, :].abs().max()) < 0.01  # padding normalises to ~0 (the mean grey)
-    assert float(tiny[0, :, :, 25:].abs().max()) < 0.01
+    assert float(np.abs(tiny[0, :, 20:, :]).max()) < 0.01  # padding normalises to ~0 (the mean grey)
+    assert float(np.abs(tiny[0, :, :, 25:]).max()) < 0.01
 
 
-def test_resize_mode_is_the_legacy_resize_and_centre_crop() -> None:
-    prep = Preprocessing(image_size=64, mode="resize", max_crops=1, crop_align=1)
-    img = Image.new("RGB", (100, 80), (255, 0, 128))
+def _torchvision_resize_crop(prep: Preprocessing, image: Image.Image) -> torch.Tensor:
+    """What the resize-mode models were trained with: torchvision's Resize + CenterCrop + Normalize."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    transform = v2.Compose(
+        [
+            v2.Resize(prep.resize_size, interpolation=InterpolationMode(prep.interpolation), antialias=True),
+            v2.CenterCrop(prep.image_size),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(prep.mean), std=list(prep.std)),
+        ]
+    )
+    return transform(image)
+
+
+@pytest.mark.parametrize("size", [(100, 80), (80, 100), (73, 73), (640, 191), (75, 300)])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "lanczos", "nearest"])
+def test_resize_mode_is_torchvisions_resize_and_centre_crop(size: tuple[int, int], interpolation: str) -> None:
+    """The predictor computes it without torch, in PIL and numpy: the same pixels as torchvision's."""
+    prep = Preprocessing(image_size=64, mode="resize", max_crops=1, crop_align=1, interpolation=interpolation)
+    img = Image.fromarray(np.random.default_rng(sum(size)).integers(0, 256, size=(*size[::-1], 3), dtype=np.uint8))
     crops = image_crops(img, prep)
     assert crops.shape == (1, 3, 64, 64)
-    assert torch.equal(crops[0], eval_transform(prep)(img))
-    assert crops[0, 0].max().item() == pytest.approx(1.0)  # mean = std = 0.5 maps [0, 1] to [-1, 1]
+    assert crops.dtype == np.float32
+    np.testing.assert_allclose(crops[0], _torchvision_resize_crop(prep, img).numpy(), atol=1e-6)
+
+
+def test_resize_mode_normalises_and_drafts() -> None:
+    prep = Preprocessing(image_size=64, mode="resize", max_crops=1, crop_align=1)
+    crops = image_crops(Image.new("RGB", (100, 80), (255, 0, 128)), prep)
+    assert crops[0, 0].max() == pytest.approx(1.0)  # mean = std = 0.5 maps [0, 1] to [-1, 1]
     assert prep.draft_size == round(64 / 0.875)
     assert Preprocessing().draft_size is None  # native mode decodes every pixel
 
@@ -83,8 +107,8 @@ def test_train_transform_varies_with_the_seed_and_keeps_the_shape() -> None:
     seed_everything(2)
     c = transform(img)
     assert a.shape == (3, 32, 32)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
     with pytest.raises(ValueError, match="native"):
         train_transform(Preprocessing(mode="resize"), Augmentation())
 
@@ -93,7 +117,7 @@ def test_without_augmentation_training_sees_native_pixels() -> None:
     prep = Preprocessing(image_size=32)
     pixels = np.random.default_rng(1).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     crop = train_transform(prep, Augmentation.off())(Image.fromarray(pixels))
-    assert torch.equal(crop, image_crops(Image.fromarray(pixels), prep)[0])
+    assert np.array_equal(crop, image_crops(Image.fromarray(pixels), prep)[0])
 
 
 @pytest.mark.parametrize(

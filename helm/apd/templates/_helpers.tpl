@@ -187,6 +187,35 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /tmp
 {{- end }}
 
+{{/* APD_AUTH__* of the model server and the web page (auth.enabled): the keys file where apd.auth.volumeMount puts it. */}}
+{{- define "apd.auth.env" -}}
+- name: APD_AUTH__ENABLED
+  value: "true"
+- name: APD_AUTH__KEYS_FILE
+  value: /etc/apd/auth/keys
+- name: APD_AUTH__RATE_PER_SECOND
+  value: {{ .Values.auth.ratePerSecond | quote }}
+- name: APD_AUTH__BURST
+  value: {{ .Values.auth.burst | quote }}
+{{- end }}
+
+{{/* The keys file's mount: read-only, the whole folder (no subPath), so that Secret updates reach the pod. */}}
+{{- define "apd.auth.volumeMount" -}}
+- name: api-keys
+  mountPath: /etc/apd/auth
+  readOnly: true
+{{- end }}
+
+{{/* The keys file's volume: auth.secretKey of the Secret auth.existingSecret, as the file "keys". */}}
+{{- define "apd.auth.volume" -}}
+- name: api-keys
+  secret:
+    secretName: {{ required "auth.enabled needs auth.existingSecret: a Secret with the keys file (NAME:SHA256HEX lines of `apd auth hash-key`), e.g. kubectl create secret generic apd-api-keys --from-file=keys=keys.txt" .Values.auth.existingSecret }}
+    items:
+      - key: {{ .Values.auth.secretKey }}
+        path: keys
+{{- end }}
+
 {{/* imagePullSecrets of a pod spec, or nothing. Use as: with include "apd.imagePullSecrets" . -> nindent. */}}
 {{- define "apd.imagePullSecrets" -}}
 {{- with .Values.imagePullSecrets -}}

@@ -19,8 +19,21 @@ volumeMounts:
     mountPath: /tmp
 {{- end }}
 {{- end }}
-{{/* Pod-level fields of a predictor: service account, pull secrets, scheduling, /tmp, payload logger. */}}
+{{/* Pod-level fields of a predictor: those of every KServe component, and the payload logger. */}}
 {{- define "apd.predictorPod" -}}
+{{ include "apd.kservePod" . }}
+{{- if .Values.logger.enabled }}
+logger:
+  mode: {{ .Values.logger.mode }}
+  url: {{ include "apd.logger.url" . | quote }}
+{{- end }}
+{{- end }}
+{{/*
+Pod-level fields of every KServe component (predictor, canary, explainer): the service account that lists the S3
+Secret (the storage initializer reads models with it), pull secrets, scheduling, /tmp. The volumes come last: the
+explainer appends its API keys' volume to them (auth.enabled).
+*/}}
+{{- define "apd.kservePod" -}}
 serviceAccountName: {{ include "apd.serviceAccountName" . }}
 {{- with include "apd.imagePullSecrets" . }}
 {{ . }}
@@ -38,10 +51,5 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ .Values.predictor.tmpVolume.sizeLimit }}
-{{- end }}
-{{- if .Values.logger.enabled }}
-logger:
-  mode: {{ .Values.logger.mode }}
-  url: {{ include "apd.logger.url" . | quote }}
 {{- end }}
 {{- end }}

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.artifact import ArtifactConfig
-from components.common.model import ModelConfig
+from components.common.model_config import ModelConfig
 from components.monitoring.result import DriftResult
 
 CONFIG = ArtifactConfig(ModelConfig(), threshold=0.45, dataset_version="test")

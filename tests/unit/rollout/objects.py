@@ -113,6 +113,35 @@ def renamed(obj: dict[str, Any], name: str, namespace: str = NS) -> dict[str, An
     return obj
 
 
+def with_explainer(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the chart's explainer component on the model its predictor names (and, Serverless, the same
+    canaryTrafficPercent), as the chart renders it and the rollouts keep it."""
+    obj = copy.deepcopy(obj)
+    predictor = obj["spec"]["predictor"]
+    container = {
+        "name": "kserve-container",
+        "image": "apd-components:0.1.0",
+        "command": ["apd"],
+        "args": ["explain", "--model_name", MODEL, "--model_uri", "/mnt/models", "--http_port", "8080"],
+        "env": [
+            {"name": "STORAGE_URI", "value": predictor["model"]["storageUri"]},
+            {"name": "OMP_NUM_THREADS", "value": "2"},
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "2", "memory": "3Gi"}},
+    }
+    explainer: dict[str, Any] = {"serviceAccountName": "apd-predictor", "minReplicas": 0, "containers": [container]}
+    if "canaryTrafficPercent" in predictor:
+        explainer["canaryTrafficPercent"] = predictor["canaryTrafficPercent"]
+    obj["spec"]["explainer"] = explainer
+    return obj
+
+
+def explainer_uri(obj: dict[str, Any]) -> str:
+    """The STORAGE_URI of ``obj``'s explainer."""
+    [env] = [e for e in obj["spec"]["explainer"]["containers"][0]["env"] if e["name"] == "STORAGE_URI"]
+    return str(env["value"])
+
+
 def standard_canary(percent: int = 10) -> dict[str, Any]:
     """A Standard InferenceService with canary v2 at ``percent``, as apd rollout writes it."""
     obj = isvc("Standard")

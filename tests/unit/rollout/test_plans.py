@@ -17,11 +17,19 @@ from components.rollout.plans import (
     rollback_plan,
 )
 from tests.deploy.schemas import validate_resource
-from tests.unit.rollout.objects import CANARY_URI, STABLE_URI, isvc, serverless_canary, standard_canary
+from tests.unit.rollout.objects import (
+    CANARY_URI,
+    STABLE_URI,
+    explainer_uri,
+    isvc,
+    serverless_canary,
+    standard_canary,
+    with_explainer,
+)
 
 
 def test_fixtures_are_valid_inference_services() -> None:
-    for obj in (isvc(), serverless_canary(), standard_canary(), isvc(None)):
+    for obj in (isvc(), serverless_canary(), standard_canary(), isvc(None), with_explainer(serverless_canary())):
         validate_resource(obj)
 
 
@@ -147,3 +155,56 @@ def test_standard_refuses_several_canaries() -> None:
 def test_canary_refusals(obj: dict[str, Any], percent: int, uri: str | None, message: str) -> None:
     with pytest.raises(DeployError, match=message):
         canary_plan(obj, percent, uri, "1", "Serverless")
+
+
+# ------------------------------------------------------------------------------------------------- the explainer
+
+
+def _applied(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    after = merge_patch(obj, patch)
+    validate_resource(after)
+    return after
+
+
+def test_serverless_explainer_follows_canary_promote_and_rollback() -> None:
+    """A Serverless canary moves the explainer with the predictor: explanations come from the model that answered."""
+    start = canary_plan(with_explainer(isvc("Serverless")), 10, CANARY_URI, "2", "Serverless")
+    explainer = start.patch["spec"]["explainer"]
+    assert explainer["canaryTrafficPercent"] == 10
+    [container] = explainer["containers"]  # the whole list (a merge patch replaces lists): args and env kept
+    assert container["args"][0] == "explain"
+    assert container["env"][1] == {"name": "OMP_NUM_THREADS", "value": "2"}
+    running = _applied(with_explainer(isvc("Serverless")), start.patch)
+    assert explainer_uri(running) == CANARY_URI
+
+    # a new share only: the explainer's share changes, its model stays
+    raised = canary_plan(running, 50, None, None, "Serverless")
+    assert raised.patch["spec"]["explainer"] == {"canaryTrafficPercent": 50}
+
+    promoted = _applied(running, promote_plan(running, "Serverless").patch)
+    assert "canaryTrafficPercent" not in promoted["spec"]["explainer"]
+    assert explainer_uri(promoted) == CANARY_URI
+
+    rolled_back = rollback_plan(running, "Serverless")
+    assert rolled_back.patch["spec"]["explainer"] == {"canaryTrafficPercent": 0}
+    restored = _applied(running, rollback_plan(running, "Serverless", restore=True).patch)
+    assert (restored["spec"]["explainer"]["canaryTrafficPercent"], explainer_uri(restored)) == (0, STABLE_URI)
+
+
+def test_standard_explainer_stays_stable_until_promote() -> None:
+    """spec.canary entries hold a predictor only: the explainer keeps the stable model, then gets the promoted one."""
+    obj = with_explainer(isvc("Standard"))
+    started = canary_plan(obj, 10, CANARY_URI, "2", "Serverless")
+    assert "explainer" not in started.patch["spec"]
+    running = _applied(obj, started.patch)
+    assert explainer_uri(running) == STABLE_URI
+    promoted = promote_plan(running, "Serverless")
+    assert set(promoted.patch["spec"]["explainer"]) == {"containers"}  # no canaryTrafficPercent in Standard mode
+    assert explainer_uri(_applied(running, promoted.patch)) == CANARY_URI
+    assert "explainer" not in rollback_plan(running, "Serverless").patch["spec"]
+
+
+def test_no_explainer_no_explainer_patch() -> None:
+    """Without spec.explainer (explainer.enabled=false) the plans are the predictor's alone."""
+    plan = canary_plan(isvc("Serverless"), 10, CANARY_URI, "2", "Serverless")
+    assert set(plan.patch["spec"]) == {"predictor"}

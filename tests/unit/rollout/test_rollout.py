@@ -11,7 +11,18 @@ from components.rollout import rollout
 from components.rollout.plans import STABLE_URI_ANNOTATION, VERSION_ANNOTATION
 from tests.deploy.fake_kube import FakeCustomObjectsApi
 from tests.deploy.schemas import validate_resource
-from tests.unit.rollout.objects import CANARY_URI, MODEL, NAME, NS, STABLE_URI, isvc, renamed, serverless_canary
+from tests.unit.rollout.objects import (
+    CANARY_URI,
+    MODEL,
+    NAME,
+    NS,
+    STABLE_URI,
+    explainer_uri,
+    isvc,
+    renamed,
+    serverless_canary,
+    with_explainer,
+)
 
 
 def test_serverless_canary_start(registry: str) -> None:
@@ -83,3 +94,15 @@ def test_standard_canary_start(registry: str) -> None:
     assert stored["spec"]["predictor"]["model"]["storageUri"] == STABLE_URI  # the stable predictor is untouched
     assert "annotations" not in api.patches[0]["body"]  # no pod-template change for the stable Deployment
     validate_resource(stored)
+
+
+def test_serverless_canary_moves_the_explainer(registry: str) -> None:
+    """The chart's explainer follows the predictor; the output names its model, not its whole container."""
+    api = FakeCustomObjectsApi(with_explainer(isvc("Serverless")))
+    result = rollout("canary", api, NS, NAME, "Serverless", percent=10, model_name=MODEL, model_version="2")
+    stored = api.stored(NS, NAME)
+    validate_resource(stored)
+    assert (stored["spec"]["explainer"]["canaryTrafficPercent"], explainer_uri(stored)) == (10, CANARY_URI)
+    text = result.text()
+    assert f"spec.explainer.containers: STORAGE_URI={STABLE_URI} -> STORAGE_URI={CANARY_URI}" in text
+    assert "spec.explainer.canaryTrafficPercent: (absent) -> 10" in text

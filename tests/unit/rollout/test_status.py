@@ -2,7 +2,7 @@
 
 from components.rollout.status import format_status
 from tests.deploy.schemas import validate_resource
-from tests.unit.rollout.objects import CANARY_URI, serverless_canary, standard_canary
+from tests.unit.rollout.objects import CANARY_URI, serverless_canary, standard_canary, with_explainer
 
 
 def test_status_of_a_serverless_canary() -> None:
@@ -45,3 +45,9 @@ def test_status_shows_failed_readiness_and_standard_canaries() -> None:
     assert f"  spec.canary v2: 20 % -> {CANARY_URI}" in lines
     assert "  canary status v2: ready False, 20 %" in lines
     assert "    traffic: -" in lines
+
+
+def test_status_names_the_explainers_model_and_share() -> None:
+    lines = format_status(with_explainer(serverless_canary(10)), "Serverless").splitlines()
+    assert f"  spec.explainer STORAGE_URI: {CANARY_URI}" in lines
+    assert "  spec.explainer.canaryTrafficPercent: 10" in lines
