@@ -287,7 +287,8 @@ def main() -> None:
             )
         print("served over loopback, one image per request (server CPU: ms per image, all its processes):")
         print(f"  {'server':<44} {'proto':<5} {'image':<9} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
-              f" {'p95 ms':>7} {'p99 ms':>7} {'server CPU':>10} {'client CPU':>10} {'vs raw':>7}")  # fmt: skip
+              f" {'p95 ms':>7} {'p99 ms':>7} {'server CPU':>10} {'client CPU':>10} {'vs raw':>7}"
+              f" {'CPU split':>9}")  # fmt: skip
         # The default variant with one worker using both cores (REST and gRPC), and with two REST worker processes
         # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant; the
         # result cache off. Last, the default variant with the cache on: every request after the first is a hit.
@@ -298,7 +299,7 @@ def main() -> None:
         setups += [(DEFAULT, 1, ("rest",), {"2 MP": images["2 MP"]}, True)]
         for variant, workers, protocols, sized, cached in setups:
             with serving(model_dir, workers, variant, cache=cached) as (http, grpc):
-                cpu = server_cpu(http)
+                cpu, processes = server_cpu(http), process_cpu(http)
                 for protocol in protocols:
                     port = http if protocol == "rest" else grpc
                     for name, path in sized.items():
@@ -306,7 +307,7 @@ def main() -> None:
                             label = f"{variant}, {workers} worker{'s' if workers > 1 else ''} x {2 // workers} thr"
                             label += ", cache hits" if cached else ""
                             seconds = args.seconds * (2 if "12" in name else 1)
-                            before = cpu()
+                            before, split_before = cpu(), processes()
                             result = load(protocol, port, path, concurrency, seconds, args.max_requests)
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
@@ -317,6 +318,7 @@ def main() -> None:
                                 f" {_percentile(lat, 0.99):>7.1f} {server_ms:>10.2f}"
                                 f" {result['client_cpu'] * 100:>9.0f}%"
                                 f" {rate / raw[variant][name.removesuffix(' C2PA')]:>6.2f}x"
+                                f" {_split(split_before, processes()):>9}"
                             )
 
 
@@ -341,15 +343,29 @@ def load(protocol: str, port: int, image: Path, concurrency: int, seconds: float
 
 def server_cpu(http: int) -> Callable[[], float]:
     """CPU seconds used so far by the `apd serve` on ``http`` and its worker processes."""
+    per_process = process_cpu(http)
+    return lambda: sum(per_process())
+
+
+def process_cpu(http: int) -> Callable[[], list[float]]:
+    """CPU seconds used so far by each process of the `apd serve` on ``http``: the main one (gRPC; REST too with
+    one worker), then its children (the REST workers of ``--workers N``; KServe's multiprocessing helpers idle)."""
     import psutil  # KServe's dependency
 
     [server] = [p for p in psutil.Process().children(recursive=True) if str(http) in p.cmdline()]
 
-    def used() -> float:
-        processes = [server, *server.children(recursive=True)]
-        return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+    def used() -> list[float]:
+        return [t.user + t.system for t in (p.cpu_times() for p in [server, *server.children(recursive=True)])]
 
     return used
+
+
+def _split(before: list[float], after: list[float]) -> str:
+    """How the CPU of one cell divided among the server's processes, busiest first ("52/47%"): with two REST
+    workers, an even split means the connections were spread; 99/0% means one worker took them all."""
+    used = sorted((b - a for a, b in zip(before, after, strict=False)), reverse=True)
+    total = sum(used) or 1.0
+    return "/".join(f"{100 * u / total:.0f}" for u in used if 100 * u / total >= 1) + "%"
 
 
 @contextlib.contextmanager
@@ -361,7 +377,7 @@ def serving(
     more APD_* settings (tests/bench/bench_auth.py: API keys)."""
     http, grpc = free_port(), free_port()
     runtime, precision = variant.split("/")
-    env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "OMP_NUM_THREADS": str(2 // workers),
+    env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "APD_SERVING__THREADS": str(2 // workers),
            "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision,
            "APD_CACHE__ENABLED": str(cache).lower(), **(env or {})}  # fmt: skip
     process = subprocess.Popen(

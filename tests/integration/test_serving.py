@@ -570,7 +570,7 @@ def test_the_log_carries_events_not_warnings(model_server: ModelServer) -> None:
 def test_several_worker_processes_serve_the_same_answers(model_server: ModelServer, tmp_path: Path) -> None:
     """--workers 2: KServe pickles the loaded model into each process; each opens its own inference engine."""
     single = model_server.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))[1]["predictions"]
-    pair = ModelServer(tmp_path, str(detector_artifact(tmp_path / "models")), {"OMP_NUM_THREADS": "1"}, workers=2)
+    pair = ModelServer(tmp_path, str(detector_artifact(tmp_path / "models")), {"APD_SERVING__THREADS": "1"}, workers=2)
     try:
         for _ in range(4):  # requests spread over both processes
             status, body = pair.call("POST", f"/v1/models/{MODEL}:predict", _v1(JPEG, PNG))
@@ -584,7 +584,7 @@ def test_several_worker_processes_serve_the_same_answers(model_server: ModelServ
 def test_a_failed_load_with_workers_answers_not_ready_and_says_why(tmp_path: Path) -> None:
     """--workers 2 and a precision this model version does not enable: the workers used to die at start, restarted
     by KServe forever, the port never answering."""
-    env = {"APD_SERVING__RUNTIME": "openvino", "APD_SERVING__PRECISION": "int8", "OMP_NUM_THREADS": "1"}
+    env = {"APD_SERVING__RUNTIME": "openvino", "APD_SERVING__PRECISION": "int8", "APD_SERVING__THREADS": "1"}
     server = ModelServer(tmp_path, str(detector_artifact(tmp_path / "models")), env, workers=2, ready=False)
     try:
         status, body = server.call("GET", f"/v2/models/{MODEL}/ready")
