@@ -9,6 +9,8 @@
   (runtime/precision, ``common.runtimes``; the server runs OpenVINO fp32 by default) including torch eager; and
   inference alone at batch 1 and 16. Variants the model's evaluation did not enable are measured too, marked so.
 - Served variants beyond the default: each extra variant the model enables (bf16, int8), 2 MP, REST and gRPC.
+- Each one-worker cell splits the server's CPU per image: decode + preprocess, inference, provenance (the server's
+  own stage timers in /metrics) and the rest, which is KServe's protocol and HTTP handling.
 - Served cells run with the result cache off (the load client repeats one image, which the cache would answer
   without scoring), and with it on for the default variant's 2 MP REST cells ("hits"); each cell also prints the
   server's CPU milliseconds per image (all its processes).
@@ -285,10 +287,12 @@ def main() -> None:
             print(
                 f"  {name:<10} cached request: {hit50:6.3f} / {hit99:6.3f} ms server CPU vs uncached {miss50:6.1f} ms"
             )
-        print("served over loopback, one image per request (server CPU: ms per image, all its processes):")
+        print("served over loopback, one image per request (server CPU: ms per image, all its processes; with one"
+              " worker, where that CPU went: decode + preprocess, inference x 2 threads, provenance, and the rest:"
+              " KServe's protocol and HTTP)")  # fmt: skip
         print(f"  {'server':<44} {'proto':<5} {'image':<9} {'conc':>4} {'req':>5} {'img/s':>7} {'p50 ms':>7}"
               f" {'p95 ms':>7} {'p99 ms':>7} {'server CPU':>10} {'client CPU':>10} {'vs raw':>7}"
-              f" {'CPU split':>9}")  # fmt: skip
+              f" {'CPU split':>9}  decode/infer/prov/rest ms")  # fmt: skip
         # The default variant with one worker using both cores (REST and gRPC), and with two REST worker processes
         # of one core each (KServe runs gRPC in the main process only); then every other enabled fast variant; the
         # result cache off. Last, the default variant with the cache on: every request after the first is a hit.
@@ -308,6 +312,7 @@ def main() -> None:
                             label += ", cache hits" if cached else ""
                             seconds = args.seconds * (2 if "12" in name else 1)
                             before, split_before = cpu(), processes()
+                            stages_before = stage_seconds(http) if workers == 1 else None
                             result = load(protocol, port, path, concurrency, seconds, args.max_requests)
                             lat = [x * 1000 for x in result["latencies"]]
                             rate = len(lat) / result["wall"]
@@ -319,7 +324,9 @@ def main() -> None:
                                 f" {result['client_cpu'] * 100:>9.0f}%"
                                 f" {rate / raw[variant][name.removesuffix(' C2PA')]:>6.2f}x"
                                 f" {_split(split_before, processes()):>9}"
-                            )
+                                + (f"  {_stages(stages_before, stage_seconds(http), server_ms, 2)}"
+                                   if stages_before is not None else "")
+                            )  # fmt: skip
 
 
 def _has_files(model_dir: str, variant: str) -> bool:
@@ -358,6 +365,35 @@ def process_cpu(http: int) -> Callable[[], list[float]]:
         return [t.user + t.system for t in (p.cpu_times() for p in [server, *server.children(recursive=True)])]
 
     return used
+
+
+STAGES = {"decode": "apd_preprocess_seconds", "infer": "apd_inference_seconds", "prov": "apd_provenance_seconds"}
+
+
+def stage_seconds(http: int) -> dict[str, float]:
+    """The server's own stage timers so far (``/metrics`` histogram sums, seconds): decode + preprocess, inference
+    (one batch per request here) and provenance, with ``images`` the number of images preprocessed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    sums = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.endswith(("_sum", "_count")) and not sample.labels
+    }
+    found = {stage: sums.get(f"{metric}_sum", 0.0) for stage, metric in STAGES.items()}
+    return {**found, "images": sums.get("apd_preprocess_seconds_count", 0.0)}
+
+
+def _stages(before: dict[str, float], after: dict[str, float], server_ms: float, threads: int) -> str:
+    """Where one image's server CPU went, ms: decode + preprocess, inference x its threads (it keeps them busy, so
+    this bounds its CPU from above), provenance, and the rest (KServe's protocol and HTTP, logging, metrics)."""
+    images = max(1.0, after["images"] - before["images"])
+    ms = {stage: (after[stage] - before[stage]) * 1000 / images for stage in STAGES}
+    rest = server_ms - ms["decode"] - ms["infer"] * threads - ms["prov"]
+    return f"{ms['decode']:.1f}/{ms['infer'] * threads:.1f}/{ms['prov']:.1f}/{rest:.1f}"
 
 
 def _split(before: list[float], after: list[float]) -> str:
