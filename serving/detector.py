@@ -61,6 +61,7 @@ class DetectorModel(Model):
         # inference in the configured runtime/precision (not ``engine``: KServe's Model.engine flags a vLLM-style engine
         # to start, and a truthy one makes ModelServer.start schedule it)
         self.inference: Engine | None = None
+        self._explainer: httpx.AsyncClient | None = None  # the explainer's HTTP client (explain), made on first use
         self.folder: Path | None = None  # the loaded artifact folder
         self.config: ArtifactConfig | None = None
         self.version = "unknown"
@@ -114,8 +115,8 @@ class DetectorModel(Model):
 
     def __getstate__(self) -> dict[str, Any]:
         """With ``--workers N`` KServe pickles the loaded model into each worker process: an inference engine
-        cannot travel, so each worker opens its own (``__setstate__``)."""
-        return {**self.__dict__, "inference": None}
+        cannot travel, so each worker opens its own (``__setstate__``); nor can the explainer's HTTP client."""
+        return {**self.__dict__, "inference": None, "_explainer": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """In a worker: open the engine of a model the parent loaded. A model that did not load stays not ready, and
@@ -272,26 +273,19 @@ class DetectorModel(Model):
         url = f"http://{self.settings.explainer_host}/v1/models/{self.name}:explain"
         forwarded = {k: v for k, v in (headers or {}).items() if k.lower() in FORWARDED_HEADERS}
         try:
-            async with httpx.AsyncClient(timeout=EXPLAIN_TIMEOUT_SECONDS) as client:
-                response = await client.post(url, json=payload, headers=forwarded)
+            if self._explainer is None:  # one client, its connections kept, built in the serving process
+                self._explainer = httpx.AsyncClient(timeout=EXPLAIN_TIMEOUT_SECONDS)
+            response = await self._explainer.post(url, json=payload, headers=forwarded)
         except httpx.HTTPError as exc:
             where = self.settings.explainer_host
             raise ModelNotReady(self.name, f"the explainer at {where} is not reachable: {exc}") from exc
         if response.status_code >= 400:
-            message = _error_text(response)
+            message = protocol.error_message(response.text) or response.text or response.reason_phrase
             if response.status_code == 400:
                 raise InvalidInput(str(message))
             raise ModelNotReady(self.name, f"the explainer answered {response.status_code}: {message}")
         answer: dict[str, Any] = response.json()
         return answer
-
-
-def _error_text(response: httpx.Response) -> str:
-    """KServe's ``{"error": ...}`` of an error answer, else its text."""
-    try:
-        return str(response.json()["error"])
-    except (ValueError, KeyError, TypeError):
-        return response.text or response.reason_phrase
 
 
 def fetch_served(settings: ServingSettings) -> tuple[Path, ArtifactConfig, str]:

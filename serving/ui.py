@@ -111,13 +111,7 @@ def too_large(size: int, limit: int, at_least: bool = False) -> str:
 
 def _error_text(response: httpx.Response) -> str:
     """The model server's own message: KServe answers ``{"error": "..."}``; anything else, its text, shortened."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error") or body.get("detail"), str):
-        return str(body.get("error") or body.get("detail"))
-    return response.text.strip()[:300] or response.reason_phrase
+    return protocol.error_message(response.text) or response.text.strip()[:300] or response.reason_phrase
 
 
 def _raise_refusal(response: httpx.Response) -> None:

@@ -195,6 +195,17 @@ def as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else (None if value is None else str(value))
 
 
+def error_message(text: str) -> str | None:
+    """The message of a KServe error answer, ``{"error": "..."}`` (FastAPI's ``{"detail": "..."}`` too); None when
+    ``text`` is not one."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    message = (body.get("error") or body.get("detail")) if isinstance(body, dict) else None
+    return message if isinstance(message, str) else None
+
+
 def read_provenance(value: Any) -> Provenance | None:
     """The evidence of an answer: the object (v1) or its JSON text (v2, str or bytes); None when it is missing or
     unreadable (not JSON, not an object, fields of the wrong type)."""
