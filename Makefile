@@ -95,8 +95,9 @@ bench: install ## Print the benchmarks' figures (decoding, ingest, validate, tra
 	$(RUN) $(PY) tests/bench/bench_training.py
 	$(RUN) $(PY) -m tests.bench.bench_drift
 
-bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput
+bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput and a plain KServe + ONNX Runtime server
 	$(RUN) $(PY) tests/bench/bench_serving.py
+	$(RUN) $(PY) tests/bench/bench_baseline.py
 
 bench-auth: install ## API keys: `apd serve` throughput with keys off and on, and a key's rate limit under overload
 	$(RUN) $(PY) tests/bench/bench_auth.py

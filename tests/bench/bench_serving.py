@@ -27,6 +27,7 @@ measure what K costs.
 """
 
 import argparse
+import base64
 import contextlib
 import io
 import json
@@ -54,7 +55,8 @@ DEFAULT = "openvino/fp32"  # what `apd serve` runs unless told otherwise
 
 
 def client(protocol: str, port: int, image: Path, concurrency: int, seconds: float, max_requests: int) -> None:
-    """Child process: ``concurrency`` threads, each with its own client, send one image per request."""
+    """Child process: ``concurrency`` threads, each with its own client, send one image per request: ``protocol``
+    rest (raw bytes through the binary-data extension), rest-json (base64 in JSON) or grpc (raw bytes)."""
     import numpy as np
 
     data = image.read_bytes()
@@ -70,15 +72,21 @@ def client(protocol: str, port: int, image: Path, concurrency: int, seconds: flo
             import tritonclient.http as tc
         conn = tc.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = tc.InferInput("image", [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([data], dtype=np.object_))  # raw bytes (binary extension over REST)
         outputs = [tc.InferRequestedOutput("probability")]
+        extra = {}
+        if protocol == "rest-json":  # base64 in a JSON body: all a plain KServe server takes over REST
+            tensor.set_data_from_numpy(np.array([base64.b64encode(data)], dtype=np.object_), binary_data=False)
+            outputs = [tc.InferRequestedOutput("probability", binary_data=False)]
+            extra = {"headers": {"Content-Type": "application/json"}}
+        else:
+            tensor.set_data_from_numpy(np.array([data], dtype=np.object_))  # raw bytes (binary extension over REST)
         while time.perf_counter() < deadline:
             with lock:
                 if budget[0] == 0:
                     return
                 budget[0] -= 1
             started = time.perf_counter()
-            conn.infer("apd-detector", [tensor], outputs=outputs, request_id="bench")
+            conn.infer("apd-detector", [tensor], outputs=outputs, request_id="bench", **extra)
             with lock:
                 latencies.append(time.perf_counter() - started)
 
@@ -359,7 +367,12 @@ def process_cpu(http: int) -> Callable[[], list[float]]:
     one worker), then its children (the REST workers of ``--workers N``; KServe's multiprocessing helpers idle)."""
     import psutil  # KServe's dependency
 
-    [server] = [p for p in psutil.Process().children(recursive=True) if str(http) in p.cmdline()]
+    def serves(process: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):  # a finished child not yet reaped
+            return str(http) in process.cmdline()
+        return False
+
+    [server] = [p for p in psutil.Process().children(recursive=True) if serves(p)]
 
     def used() -> list[float]:
         return [t.user + t.system for t in (p.cpu_times() for p in [server, *server.children(recursive=True)])]
