@@ -90,9 +90,9 @@ format: install ## Apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install ## Print the benchmarks' figures (decoding, ingest, validate, training throughput, drift job)
+bench: install ## Print the benchmarks' figures (decoding, ingest, validate, 100k images by reference, training throughput from disk and S3, drift job)
 	$(RUN) $(PY) tests/bench/bench_data.py
-	$(RUN) $(PY) tests/bench/bench_training.py
+	$(RUN) $(PY) -m tests.bench.bench_training
 	$(RUN) $(PY) -m tests.bench.bench_drift
 
 bench-serving: install ## Load-test `apd serve` with real clients (REST, gRPC) against raw in-process throughput and a plain KServe + ONNX Runtime server

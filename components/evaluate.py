@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 
 from components.common.artifact import LABELS, fetch_artifact, load_artifact
 from components.common.calibration import calibrated, expected_calibration_error, fit_temperature
-from components.common.dataset import read_manifest, split_rows
+from components.common.dataset import split_rows
+from components.common.dataset_files import DatasetImages
 from components.common.loaders import EvalImages, collate_crops, eval_loader, predict_logits
 from components.common.metrics import (
     choose_threshold,
@@ -49,9 +50,7 @@ from components.common.runtimes import open_engine
 from components.common.settings import ImageLimits, QualityGate
 from components.common.transforms import (
     Preprocessing,
-    image_crops,
     jpeg_roundtrip,
-    load_image,
 )
 from components.common.variants import engine_scores, export_variants, score_variants
 from components.stage import stage
@@ -177,25 +176,13 @@ def gate_failures(metrics: dict[str, float], robustness: dict[str, dict[str, flo
     return failures
 
 
-class _Copies(EvalImages):
-    """Test images as ``change`` leaves them (a robustness condition), as crops."""
-
-    def __init__(self, base: EvalImages, change: Callable[[Image.Image], Image.Image]) -> None:
-        self.__dict__.update(base.__dict__)
-        self.change = change
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, float]:
-        image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
-        return image_crops(self.change(image), self.prep), self.labels[index]
-
-
 def robustness_metrics(
     model: Detector, base: EvalImages, temperature: float, threshold: float, original: dict[str, float]
 ) -> dict[str, dict[str, float]]:
     """Test metrics on each ``ROBUSTNESS`` copy of the test images, with the ROC AUC lost against ``original``."""
     results = {}
     for name, change in ROBUSTNESS.items():
-        loader = DataLoader(_Copies(base, change), batch_size=16, collate_fn=collate_crops)
+        loader = DataLoader(base.changed(change), batch_size=16, collate_fn=collate_crops)
         logits, labels, _ = predict_logits(model, loader)
         scores = classification_metrics(labels, calibrated(logits, temperature), threshold)
         results[name] = {**scores, "auc_drop": original["roc_auc"] - scores["roc_auc"]}
@@ -234,7 +221,9 @@ def attribution_accuracy(
     return out
 
 
-def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: ImageLimits) -> dict[str, Any] | None:
+def _score_champion(
+    model_name: str, dataset: DatasetImages, test_rows: Any, limits: ImageLimits
+) -> dict[str, Any] | None:
     """Metrics of the current champion on the same test split (its own preprocessing, temperature and threshold),
     or None."""
     client = mlflow.MlflowClient()
@@ -245,7 +234,7 @@ def _score_champion(model_name: str, dataset_dir: Path, test_rows: Any, limits: 
     with tempfile.TemporaryDirectory() as tmp:
         champion, config = load_artifact(fetch_artifact(f"models:/{model_name}@champion", Path(tmp)))
         prep = champion.config.preprocessing
-        logits, labels, _ = predict_logits(champion, eval_loader(dataset_dir, test_rows, prep, limits))
+        logits, labels, _ = predict_logits(champion, eval_loader(dataset, test_rows, prep, limits))
     probs = config.probabilities(logits)
     return {"version": version.version, "metrics": classification_metrics(labels, probs, config.threshold)}
 
@@ -275,7 +264,7 @@ def _log_plots(evaluation: Evaluation) -> None:
 
 def evaluate_detector(
     checkpoint_dir: Path,
-    dataset_dir: Path,
+    dataset: DatasetImages,
     limits: ImageLimits,
     gate: QualityGate,
     run_id: str,
@@ -288,9 +277,9 @@ def evaluate_detector(
     the MLflow run ``run_id``."""
     model, _ = load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)
     prep: Preprocessing = model.config.preprocessing
-    manifest = read_manifest(dataset_dir)
+    manifest = dataset.manifest()
     val_rows, test_rows = split_rows(manifest, "val"), split_rows(manifest, "test")
-    val_loader, test_loader = (eval_loader(dataset_dir, rows, prep, limits) for rows in (val_rows, test_rows))
+    val_loader, test_loader = (eval_loader(dataset, rows, prep, limits) for rows in (val_rows, test_rows))
     val, test = list(val_loader), list(test_loader)
     val_logits, val_labels, _ = predict_logits(model, val)
     temperature = fit_temperature(val_logits, val_labels)
@@ -307,11 +296,11 @@ def evaluate_detector(
         open_engine(export_dir, "torch", "fp32", torch.get_num_threads(), model), test
     )
     attribution = attribution_accuracy(test_rows, test_generator_probs, model.config)
-    calibration = eval_loader(dataset_dir, split_rows(manifest, "train", limit=CALIBRATION_IMAGES), prep, limits)
+    calibration = eval_loader(dataset, split_rows(manifest, "train", limit=CALIBRATION_IMAGES), prep, limits)
     onnx_max_abs_diff = export_variants(model, export_dir, list(calibration), val, temperature)
     variants = score_variants(model, export_dir, val, test, temperature, threshold)
     fpr, tpr, cuts = roc_curve(labels, probs)
-    champion = _score_champion(model_name, dataset_dir, test_rows, limits)
+    champion = _score_champion(model_name, dataset, test_rows, limits)
     beats = champion is None or (metrics["f1"], metrics["accuracy"]) > (
         champion["metrics"]["f1"],
         champion["metrics"]["accuracy"],
@@ -388,6 +377,7 @@ def evaluate(
     from dataclasses import asdict
     from pathlib import Path
 
+    from components.common.dataset_files import DatasetImages
     from components.common.errors import QualityGateError
     from components.common.logging import configure_logging
     from components.common.metrics import flat_metrics
@@ -401,7 +391,7 @@ def evaluate(
     gate = QualityGate(min_accuracy=min_accuracy, min_f1=min_f1, max_auc_drop=max_auc_drop)
     result = evaluate_detector(
         Path(model.path),
-        Path(dataset.path),
+        DatasetImages(dataset.path, settings.s3),
         settings.images,
         gate,
         run_id,

@@ -12,6 +12,12 @@ Sources (``source`` argument):
 Splits come from the source when it fixes them (a source with only train/test gets validation carved out of
 train), else from the content hash. Exact duplicates never straddle splits. Files are content-addressed in a
 local cache and hard-linked into the output, so re-ingesting an unchanged source copies and hashes nothing.
+
+By reference (``by_reference``, folder and S3 sources), nothing is copied: each manifest row names its source
+object (``ref``) and how to recognise it unchanged (``ref_check``: ``size:mtime_ns`` of a file, the ETag of an
+object), and the later stages read the sources through ``common.dataset_files``, which refuses a changed or
+missing one. Each image is still read once to hash it; the cache index keeps its facts (not its bytes), so
+re-ingesting an unchanged source by reference reads no image at all. The dataset version is the copied twin's.
 """
 
 import hashlib
@@ -19,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,9 +39,10 @@ from kfp.dsl import Dataset, Output
 from tqdm import tqdm
 
 from components.common.dataset import SPLITS, DatasetSummary, split_for_hash, train_or_val_for_hash, write_dataset
+from components.common.dataset_files import file_check
 from components.common.errors import DataSourceError
 from components.common.images import probe_header
-from components.common.s3 import parse_uri, read_object
+from components.common.s3 import parse_uri, read_recorded
 from components.common.settings import S3Settings, SplitSettings
 from components.stage import stage
 
@@ -59,6 +67,8 @@ class SourceFile:
     split: str | None  # fixed by the source layout, or None to assign from the hash
     cache_key: str | None  # identifies unchanged content (path + size + mtime, or key + etag); None: always read
     generator: str = ""  # the ai_generated image's generator, from an ai_generated/<generator>/ folder; else ""
+    ref: str = ""  # where a dataset by reference reads it (absolute path, s3 URI); "" when it cannot (Parquet)
+    ref_check: str = ""  # what tells it unchanged: size:mtime_ns of a file, the ETag of an S3 object
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class IngestResult:
     files_seen: int
     duplicates_dropped: int
     bytes_read: int  # bytes actually read from the source (0 on an unchanged re-run of a folder or S3 source)
+    by_reference: bool = False  # the manifest points at the source objects; nothing was copied
 
 
 def _classify(parts: tuple[str, ...]) -> tuple[str, str | None, str] | None:
@@ -100,18 +111,25 @@ class FolderSource:
 
     def files(self) -> list[SourceFile]:
         items, skipped = [], 0
-        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+        # Per file one stat and no path resolution or Path comparison: each costs seconds over 100,000 files.
+        absolute = str(self.root.resolve())
+        for path in sorted(self.root.rglob("*"), key=lambda p: p.parts):
             rel = path.relative_to(self.root).parts
             if any(part.startswith(".") for part in rel):
+                continue
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # a dangling link
+                continue
+            if not stat.S_ISREG(info.st_mode):
                 continue
             classified = _classify(rel)
             if classified is None:
                 skipped += 1
                 continue
             label, split, generator = classified
-            stat = path.stat()
-            key = f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-            items.append(SourceFile(str(path), label, split, key, generator))
+            ref, check = "/".join((absolute, *rel)), file_check(info)
+            items.append(SourceFile(str(path), label, split, f"file:{ref}:{check}", generator, ref, check))
         if skipped:
             log.warning("ingest_files_outside_layout", root=str(self.root), skipped=skipped, layout=_LAYOUT_HELP)
         return items
@@ -138,13 +156,15 @@ class S3Source:
                 continue
             label, split, generator = classified
             uri = f"s3://{self.bucket}/{key}"
-            items.append(SourceFile(uri, label, split, f"{self.endpoint}/{uri}:{obj.etag}:{obj.size}", generator))
+            cache_key = f"{self.endpoint}/{uri}:{obj.etag}:{obj.size}"
+            items.append(SourceFile(uri, label, split, cache_key, generator, uri, obj.etag or ""))
         if skipped:
             log.warning("ingest_files_outside_layout", root=f"s3://{self.bucket}/{self.prefix}", skipped=skipped)
         return sorted(items, key=lambda i: i.source)
 
     def read(self, item: SourceFile) -> bytes:
-        return read_object(self.client, self.bucket, item.source[len(f"s3://{self.bucket}/") :])
+        """The object as listed: one changed since (another ETag) is refused, so its facts match ``ref_check``."""
+        return read_recorded(self.client, self.bucket, item.source[len(f"s3://{self.bucket}/") :], item.ref_check)
 
 
 class ParquetSource:
@@ -230,17 +250,20 @@ def open_source(
 
 @dataclass(frozen=True)
 class _Stored:
-    """A file in the content-addressed store, with the header facts read when it was first ingested."""
+    """A file of the content-addressed store (or, by reference, only known to it), with the facts read when it
+    was first ingested."""
 
     sha256: str
     name: str
     format: str
     width: int
     height: int
+    bytes: int
 
 
 class _ObjectCache:
-    """Content-addressed store of ingested files plus an index from unchanged-source keys to stored files."""
+    """Content-addressed store of ingested files plus an index from unchanged-source keys to their facts (and
+    stored files, when copied)."""
 
     def __init__(self, root: Path) -> None:
         self.objects = root / "objects"
@@ -252,14 +275,17 @@ class _ObjectCache:
     def path(self, stored: _Stored) -> Path:
         return self.objects / stored.sha256[:2] / stored.name
 
-    def lookup(self, key: str | None) -> _Stored | None:
-        """A source file seen before, unchanged, and still present in the store."""
-        if key is None or key not in self.index:
+    def lookup(self, key: str | None, stored_file: bool) -> _Stored | None:
+        """A source file seen before and unchanged (with ``stored_file``: still present in the store). An entry
+        from before sizes were recorded counts as unseen: the file is read once more."""
+        entry = self.index.get(key) if key is not None else None
+        if entry is None or "bytes" not in entry:
             return None
-        stored = _Stored(**self.index[key])  # type: ignore[arg-type]
-        return stored if self.path(stored).exists() else None
+        stored = _Stored(**entry)  # type: ignore[arg-type]
+        return stored if not stored_file or self.path(stored).exists() else None
 
-    def put(self, key: str | None, data: bytes) -> _Stored:
+    def put(self, key: str | None, data: bytes, store_file: bool) -> _Stored:
+        """Hash and probe ``data``, index its facts under ``key``, and with ``store_file`` keep its bytes."""
         sha = hashlib.sha256(data).hexdigest()
         header = probe_header(data)
         suffix = _EXTENSIONS.get(header.format, "bin") if header else "bin"
@@ -268,9 +294,10 @@ class _ObjectCache:
             f"{sha}.{suffix}",
             header.format if header else "",
             *(header.width, header.height) if header else (0, 0),
+            len(data),
         )
         target = self.path(stored)
-        if not target.exists():
+        if store_file and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(data)
@@ -322,14 +349,21 @@ def ingest_dataset(
     image_column: str = "image",
     label_column: str = "label",
     label_map: str = "",
+    by_reference: bool = False,
 ) -> IngestResult:
-    """Ingest ``source`` into ``out_dir`` (images + manifest.parquet + dataset.json).
+    """Ingest ``source`` into ``out_dir`` (images + manifest.parquet + dataset.json; by reference, no images).
 
     Raises:
-        DataSourceError: the source is missing, has no files in the expected layout, or bad Parquet columns.
+        DataSourceError: the source is missing, has no files in the expected layout, or bad Parquet columns; a
+            Parquet source by reference; an S3 object that changed while being read.
     """
     started = time.perf_counter()
     reader = open_source(source, s3, image_column, label_column, label_map)
+    if by_reference and isinstance(reader, ParquetSource):
+        raise DataSourceError(
+            f"{source} is Parquet: its images are bytes inside the Parquet rows, not objects a dataset can refer to; "
+            "ingest it by copying (by_reference off), or ingest a folder or s3:// source by reference"
+        )
     items = reader.files()
     if not items:
         raise DataSourceError(f"no labelled images found in {source}; {_LAYOUT_HELP}")
@@ -337,13 +371,14 @@ def ingest_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, bytes_read = [], 0
     for item in tqdm(items, desc="ingest", unit="img", disable=not sys.stderr.isatty()):
-        stored = cache.lookup(item.cache_key)
+        stored = cache.lookup(item.cache_key, stored_file=not by_reference)
         if stored is None:
             data = reader.read(item)
             bytes_read += len(data)
-            stored = cache.put(item.cache_key, data)
+            stored = cache.put(item.cache_key, data, store_file=not by_reference)
         rel = f"images/{stored.sha256[:2]}/{stored.name}"
-        cache.link(stored, out_dir / rel)
+        if not by_reference:
+            cache.link(stored, out_dir / rel)
         rows.append(
             {
                 "sha256": stored.sha256,
@@ -355,7 +390,9 @@ def ingest_dataset(
                 "format": stored.format,
                 "width": stored.width,
                 "height": stored.height,
-                "bytes": cache.path(stored).stat().st_size,
+                "bytes": stored.bytes,
+                "ref": item.ref if by_reference else "",
+                "ref_check": item.ref_check if by_reference else "",
             }
         )
     cache.save()
@@ -364,10 +401,11 @@ def ingest_dataset(
     before = len(frame)
     frame = frame.drop_duplicates(subset=["sha256", "label"], keep="first")
     summary = write_dataset(frame, out_dir)
-    result = IngestResult(out_dir, summary, len(items), before - len(frame), bytes_read)
+    result = IngestResult(out_dir, summary, len(items), before - len(frame), bytes_read, by_reference)
     log.info(
         "ingest_done",
         source=source,
+        by_reference=by_reference,
         dataset_version=summary.dataset_version,
         images=summary.num_images,
         files_seen=result.files_seen,
@@ -385,6 +423,7 @@ def ingest(
     image_column: str = "image",
     label_column: str = "label",
     label_map: str = "",
+    by_reference: bool = False,
 ) -> str:
     """Ingest a labelled image collection into a versioned dataset.
 
@@ -395,6 +434,8 @@ def ingest(
         image_column: Parquet sources only: the column holding the image (struct with ``bytes``, or binary).
         label_column: Parquet sources only: the column holding the label.
         label_map: Parquet sources only: label values to labels, e.g. ``0=ai_generated,1=real``.
+        by_reference: Copy nothing: the manifest points at the source objects (folder and S3 sources; each is
+            checked unchanged, by size and mtime or by ETag, whenever a later step reads it).
 
     Returns:
         The dataset version (hash of the manifest).
@@ -416,6 +457,7 @@ def ingest(
         image_column,
         label_column,
         label_map,
+        by_reference,
     )
     dataset.metadata.update(result.summary.to_dict())
     dataset.metadata["source"] = source

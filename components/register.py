@@ -7,6 +7,7 @@ validation split). Alias ``challenger`` moves to every new version; ``champion``
 current champion on the same test split, or when there is none.
 """
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,9 @@ import structlog
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.common.artifact import REFERENCE_FILE, ArtifactConfig, write_artifact
-from components.common.dataset import read_manifest, split_rows
+from components.common.dataset import split_rows
+from components.common.dataset_files import DatasetImages
+from components.common.errors import DataSourceError
 from components.common.features import image_features
 from components.common.images import decode_image
 from components.common.metrics import flat_metrics
@@ -46,13 +49,15 @@ class Registration:
 
 
 def reference_statistics(
-    dataset_dir: Path, val_predictions: dict[str, float], config: ArtifactConfig, limits: ImageLimits
+    dataset: DatasetImages, val_predictions: dict[str, float], config: ArtifactConfig, limits: ImageLimits
 ) -> pd.DataFrame:
     """The drift reference, one row per validation image: the features (the function the sink and the drift job
     use), the true ``label``, and the model's ``probability``, ``predicted_label`` and ``confidence``."""
     rows = []
-    for row in split_rows(read_manifest(dataset_dir), "val").itertuples():
-        decoded = decode_image((dataset_dir / row.path).read_bytes(), limits)
+    val = list(split_rows(dataset.manifest(), "val").itertuples())
+    for row, decoded in zip(val, dataset.read_each(val, functools.partial(decode_image, limits=limits)), strict=True):
+        if isinstance(decoded, DataSourceError):
+            raise decoded
         probability = val_predictions[str(row.sha256)]
         rows.append(
             {
@@ -80,7 +85,7 @@ def git_commit(configured: str) -> str:
 def register_model(
     checkpoint_dir: Path,
     exported_dir: Path,
-    dataset_dir: Path,
+    dataset: DatasetImages,
     evaluation: dict[str, Any],
     run_id: str,
     model_name: str,
@@ -105,7 +110,7 @@ def register_model(
         folder = Path(tmp) / ARTIFACT_PATH
         shutil.copytree(exported_dir, folder)  # model.onnx, model.int8.onnx from the evaluate step
         write_artifact(folder, checkpoint_dir / CHECKPOINT_FILE, config, metrics)
-        reference = reference_statistics(dataset_dir, evaluation["val_predictions"], config, limits)
+        reference = reference_statistics(dataset, evaluation["val_predictions"], config, limits)
         reference.to_parquet(folder / REFERENCE_FILE)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_artifacts(str(folder), artifact_path=ARTIFACT_PATH)
@@ -157,6 +162,7 @@ def register(
     from dataclasses import asdict
     from pathlib import Path
 
+    from components.common.dataset_files import DatasetImages
     from components.common.logging import configure_logging
     from components.common.settings import Settings
     from components.common.tracking import setup_tracking
@@ -168,7 +174,7 @@ def register(
     result = register_model(
         Path(model.path),
         Path(exported.path),
-        Path(dataset.path),
+        DatasetImages(dataset.path, settings.s3),
         json.loads(Path(evaluation.path).read_text()),
         run_id,
         settings.mlflow.model_name,

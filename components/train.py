@@ -1,7 +1,8 @@
 """Train: fit the detector on the train split, early-stopped on the validation split, tracked in MLflow.
 
 Seeded and deterministic on a CPU (same data + config -> same metrics). AdamW with a linear warm-up then a
-cosine schedule, optional frozen backbone for the first epochs, augmentation from ``common.transforms``.
+cosine schedule, optional frozen backbone for the first epochs, augmentation from ``common.transforms``. One process,
+or data-parallel in torchrun's (``components.train_ranks``, ``common.distributed``).
 
 Attribution: when the train images name at least two generator recipes (the manifest's ``generator`` of
 ai_generated rows), the model gets an attribution head over them, trained with cross-entropy on the ai_generated
@@ -15,6 +16,7 @@ import math
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -28,12 +30,25 @@ from kfp.dsl import Dataset, Input, Model, Output
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from components.common.artifact import fetch_artifact, load_artifact
-from components.common.dataset import read_manifest, split_rows
-from components.common.loaders import LABEL_VALUE, EvalImages, eval_loader, predict_logits
+from components.common.dataset import split_rows
+from components.common.dataset_files import DatasetImages
+from components.common.distributed import (
+    ONE_PROCESS,
+    SeededRows,
+    ShardedBatches,
+    World,
+    all_sum,
+    average_buffers,
+    data_parallel,
+    expect_world,
+    gather_scores,
+    shard_dropout,
+    shard_rows,
+)
+from components.common.loaders import LABEL_VALUE, ImageRows, eval_loader, predict_logits
 from components.common.model import Detector, build_model, save_checkpoint
 from components.common.model_config import CHECKPOINT_FILE, UNKNOWN_GENERATOR, ModelConfig
 from components.common.seeding import seed_everything, seed_worker
@@ -73,8 +88,22 @@ class TrainConfig:
     max_train_images: int = 0  # train on at most this many images (a class-stratified subset); 0: all
     num_workers: int = 1  # DataLoader worker processes decoding and augmenting images
     seed: int = 42  # seed of initialisation, shuffling and augmentation
+    train_nodes: int = 1  # machines training together: 1 (this one) or, more, the pods of a Kubeflow TrainJob
+    train_procs: int = 1  # training processes per machine (torchrun), each on its slice of every batch
     # Matched augmentation of both classes (rescale, blur, noise, JPEG re-compression, flips) before the crop.
     augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self) -> None:
+        if self.train_nodes < 1 or self.train_procs < 1 or self.batch_size % self.world_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} must split evenly over train_nodes x train_procs = {self.train_nodes} "
+                f"x {self.train_procs} training processes (both at least 1): pass a multiple of the product"
+            )
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all; each takes ``batch_size / world_size`` images of every batch."""
+        return self.train_nodes * self.train_procs
 
     def model_config(self, generators: tuple[str, ...] = ()) -> ModelConfig:
         """The model this config trains, with an attribution head over ``generators`` (none when empty)."""
@@ -123,29 +152,27 @@ def generator_targets(rows: pd.DataFrame, generators: tuple[str, ...]) -> list[i
 TrainItem = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # crop, binary label, generator class (or NO_GENERATOR)
 
 
-class TrainImages(TorchDataset[TrainItem]):
-    """Images of the train split, decoded the way serving decodes them, augmented, one random native crop each,
-    with the binary label and the generator class index (``generator_targets``)."""
+class TrainImages(ImageRows[TrainItem]):
+    """Images of the train split (read through ``DatasetImages``, a batch's in parallel), decoded the way serving
+    decodes them, augmented, one random native crop each, with the binary label and the generator class index
+    (``generator_targets``)."""
 
     def __init__(
         self,
-        dataset_dir: Path,
+        dataset: DatasetImages,
         rows: pd.DataFrame,
         limits: ImageLimits,
         prep: Preprocessing,
         aug: Augmentation,
         generators: tuple[str, ...] = (),
     ):
-        self.paths = [dataset_dir / p for p in rows["path"]]
+        super().__init__(dataset, rows)
         self.labels = torch.tensor([LABEL_VALUE[label] for label in rows["label"]], dtype=torch.float32)
         self.generators = torch.tensor(generator_targets(rows, generators), dtype=torch.long)
         self.transform, self.limits, self.prep = train_transform(prep, aug), limits, prep
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> TrainItem:
-        image = load_image(self.paths[index].read_bytes(), self.limits, self.prep)
+    def item(self, index: int, data: bytes) -> TrainItem:
+        image = load_image(data, self.limits, self.prep)
         return torch.from_numpy(self.transform(image)), self.labels[index], self.generators[index]
 
 
@@ -168,21 +195,24 @@ def _set_backbone_trainable(model: Detector, trainable: bool) -> None:
 
 def make_train_loader(
     cfg: TrainConfig,
-    dataset_dir: Path,
+    dataset: DatasetImages,
     manifest: pd.DataFrame,
     limits: ImageLimits,
     prep: Preprocessing,
     generator: torch.Generator,
     generators: tuple[str, ...] = (),
+    world: World = ONE_PROCESS,
 ) -> DataLoader[TrainItem]:
-    """Shuffled, augmented, seeded batches of the train split (the subset when ``max_train_images`` is set), with
-    attribution targets over ``generators``."""
+    """This rank's slices of the shuffled global batches of the train split (the subset when ``max_train_images`` is
+    set; ``ShardedBatches``), each image augmented from its own seed (``SeededRows``), with attribution targets over
+    ``generators``."""
     rows = split_rows(manifest, "train", cfg.max_train_images, cfg.seed)
+    images = TrainImages(dataset, rows, limits, prep, cfg.augmentation, generators)
+    if len(images) < cfg.batch_size:
+        raise ValueError(f"the train split has {len(images)} images, fewer than one batch of {cfg.batch_size}")
     return DataLoader(
-        TrainImages(dataset_dir, rows, limits, prep, cfg.augmentation, generators),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
+        SeededRows(images, cfg.seed),
+        batch_sampler=ShardedBatches(len(images), cfg.batch_size, cfg.seed, world),
         generator=generator,
         num_workers=cfg.num_workers,
         worker_init_fn=seed_worker,
@@ -191,37 +221,64 @@ def make_train_loader(
 
 
 def detector_loss(
-    logits: torch.Tensor, generator_logits: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor
+    logits: torch.Tensor,
+    generator_logits: torch.Tensor,
+    targets: torch.Tensor,
+    classes: torch.Tensor,
+    known: float | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy + ``ATTRIBUTION_WEIGHT`` x the attribution cross-entropy over the images with a
-    generator class (``classes`` != ``NO_GENERATOR``; none: the binary term alone)."""
+    generator class (``classes`` != ``NO_GENERATOR``; none: the binary term alone). ``known``: the number the
+    attribution term's sum is divided by, by default this batch's images with a class; a rank's slice of a global
+    batch passes the global batch's over the number of ranks, so that DDP's mean of the ranks' gradients is the
+    global batch's."""
     loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
-    known = classes != NO_GENERATOR
-    if generator_logits.shape[1] and bool(known.any()):
-        attribution = nn.functional.cross_entropy(generator_logits[known], classes[known])
+    mask = classes != NO_GENERATOR
+    count = float(mask.sum()) if known is None else known
+    if generator_logits.shape[1] and count:
+        attribution = nn.functional.cross_entropy(generator_logits[mask], classes[mask], reduction="sum") / count
         loss = loss + ATTRIBUTION_WEIGHT * attribution
     return loss
 
 
+class TrainStep(nn.Module):
+    """The loss of ``model`` on a batch (and its logits) as a module: what DistributedDataParallel wraps. Its output
+    is the loss, not the model's outputs, so that an output the loss leaves out counts as unused."""
+
+    def __init__(self, model: Detector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor, known: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, generator_logits = self.model.forward_all(images)
+        return detector_loss(logits, generator_logits, targets, classes, known), logits.detach()
+
+
 def train_one_epoch(
     model: Detector,
+    step: nn.Module,
     loader: DataLoader[Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     frozen_backbone: bool,
+    world: World,
 ) -> tuple[float, float, int]:
-    """One pass over ``loader``: (mean loss (binary + attribution), accuracy at 0.5, images seen)."""
+    """One pass over ``loader`` (this rank's slices of the global batches), ``step`` (``TrainStep``, data-parallel
+    over the ranks) giving each slice's loss: (mean loss (binary + attribution), accuracy at 0.5, images seen), over
+    all ranks."""
     _set_backbone_trainable(model, not frozen_backbone)
     model.train()
     if frozen_backbone:
         model.backbone.eval()  # frozen BatchNorm statistics too
     loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not sys.stderr.isatty())
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (world.main and sys.stderr.isatty()))
     for images, targets, classes in bar:
         optimizer.zero_grad(set_to_none=True)
-        logits, generator_logits = model.forward_all(images)
-        loss = detector_loss(logits, generator_logits, targets, classes)
+        [known] = all_sum([float((classes != NO_GENERATOR).sum())], world)
+        loss, logits = step(images, targets, classes, known / world.size)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -229,7 +286,9 @@ def train_one_epoch(
         correct += int(((logits > 0).float() == targets).sum())
         seen += len(targets)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-    return loss_sum / seen, correct / seen, seen
+    average_buffers(model, world)  # every rank validates, and rank 0 saves, the same model
+    loss_sum, total_correct, total_seen = all_sum([loss_sum, correct, seen], world)
+    return loss_sum / total_seen, total_correct / total_seen, int(total_seen)
 
 
 def initial_model(cfg: TrainConfig, generators: tuple[str, ...] = ()) -> Detector:
@@ -259,23 +318,28 @@ def initial_model(cfg: TrainConfig, generators: tuple[str, ...] = ()) -> Detecto
 
 
 def train_detector(
-    cfg: TrainConfig, dataset_dir: Path, out_dir: Path, limits: ImageLimits, experiment_id: str, dataset_version: str
+    cfg: TrainConfig, dataset: DatasetImages, out_dir: Path, limits: ImageLimits, run_id: str, dataset_version: str
 ) -> TrainResult:
-    """Train on ``dataset_dir``; writes ``out_dir/model.pt`` and logs everything to a new MLflow run."""
+    """Train on ``dataset`` in this process, one of ``cfg.world_size`` (torchrun's ranks, each on its slice of
+    every batch: ``components.train_ranks``). Rank 0 alone logs everything into the MLflow run ``run_id`` and
+    writes ``out_dir/model.pt``."""
+    world = expect_world(cfg.world_size)
     generator = seed_everything(cfg.seed)
-    manifest = read_manifest(dataset_dir)
+    manifest = dataset.manifest()
     generators = training_generators(split_rows(manifest, "train", cfg.max_train_images, cfg.seed))
     model_cfg = cfg.model_config(generators)
     prep = model_cfg.preprocessing
-    train_loader = make_train_loader(cfg, dataset_dir, manifest, limits, prep, generator, generators)
-    train_set = cast(TrainImages, train_loader.dataset)
-    # Validation decodes in this process: an idle persistent worker of its own measurably slowed training here.
-    val_loader = eval_loader(dataset_dir, split_rows(manifest, "val"), prep, limits)
-    val_set = cast(EvalImages, val_loader.dataset)
-    if len(train_loader) == 0:
-        raise ValueError(f"the train split has {len(train_set)} images, fewer than one batch of {cfg.batch_size}")
+    train_loader = make_train_loader(cfg, dataset, manifest, limits, prep, generator, generators, world)
+    train_count = len(cast(SeededRows[TrainItem], train_loader.dataset))
+    val_rows = split_rows(manifest, "val")
+    # Validation decodes in this process (each rank its share of the images, gathered for the metrics): an idle
+    # persistent worker of its own measurably slowed training here.
+    val_loader = eval_loader(dataset, shard_rows(val_rows, world), prep, limits)
 
-    model = initial_model(cfg, generators)
+    # Rank 0 alone reads a detector to fine-tune (MLflow); DistributedDataParallel starts the others from its weights.
+    model = initial_model(cfg, generators) if world.main else Detector(model_cfg)
+    shard_dropout(model, world, cfg.seed)
+    step = data_parallel(TrainStep(model), world, find_unused=bool(generators) or cfg.freeze_backbone_epochs > 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -284,19 +348,20 @@ def train_detector(
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     train_seconds, train_images = 0.0, 0
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags({"dataset_version": dataset_version, "stage": "train"})
-        mlflow.log_params({**cfg.flat_params(), "dataset_version": dataset_version,
-                           "train_images": len(train_set), "val_images": len(val_set),
-                           "generators": ",".join(generators) or "none"})  # fmt: skip
+    tags = {"dataset_version": dataset_version, "stage": "train"}
+    with mlflow.start_run(run_id=run_id, tags=tags) if world.main else nullcontext():
+        if world.main:
+            mlflow.log_params({**cfg.flat_params(), "dataset_version": dataset_version, "train_images": train_count,
+                               "val_images": len(val_rows), "generators": ",".join(generators) or "none"})  # fmt: skip
         for epoch in range(1, cfg.epochs + 1):
             frozen = epoch <= cfg.freeze_backbone_epochs
             started = time.perf_counter()
-            train_loss, train_accuracy, seen = train_one_epoch(model, train_loader, optimizer, scheduler, epoch, frozen)
+            train_loss, train_accuracy, seen = train_one_epoch(
+                model, step, train_loader, optimizer, scheduler, epoch, frozen, world
+            )
             train_seconds += time.perf_counter() - started
             train_images += seen
-            logits, labels, val_loss = predict_logits(model, val_loader)
+            logits, labels, val_loss = gather_scores(*predict_logits(model, val_loader), world)
             probs = 1 / (1 + np.exp(-logits))
             metrics: dict[str, float] = {
                 "train_loss": train_loss,
@@ -307,8 +372,11 @@ def train_detector(
                 "lr": float(scheduler.get_last_lr()[0]),
             }
             history.append({"epoch": epoch, **metrics})
-            mlflow.log_metrics(metrics, step=epoch)
-            log.info("epoch_done", epoch=epoch, frozen_backbone=frozen, **{k: round(v, 4) for k, v in metrics.items()})
+            if world.main:
+                mlflow.log_metrics(metrics, step=epoch)
+                log.info(
+                    "epoch_done", epoch=epoch, frozen_backbone=frozen, **{k: round(v, 4) for k, v in metrics.items()}
+                )
             if val_loss < best_loss:
                 best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
@@ -316,16 +384,18 @@ def train_detector(
                 break
         model.load_state_dict(best_state)
         checkpoint = out_dir / CHECKPOINT_FILE
-        save_checkpoint(
-            model,
-            checkpoint,
-            {"train_config": dataclasses.asdict(cfg), "dataset_version": dataset_version, "best_epoch": best_epoch},
-        )
         rate = train_images / train_seconds if train_seconds else 0.0
-        mlflow.log_metrics({"best_epoch": best_epoch, "best_val_loss": best_loss, "train_images_per_second": rate})
-        mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
-    log.info("train_done", run_id=run.info.run_id, best_epoch=best_epoch, images_per_second=round(rate, 1))
-    return TrainResult(checkpoint, run.info.run_id, best_epoch, history, rate)
+        if world.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(
+                model,
+                checkpoint,
+                {"train_config": dataclasses.asdict(cfg), "dataset_version": dataset_version, "best_epoch": best_epoch},
+            )
+            mlflow.log_metrics({"best_epoch": best_epoch, "best_val_loss": best_loss, "train_images_per_second": rate})
+            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
+            log.info("train_done", run_id=run_id, best_epoch=best_epoch, images_per_second=round(rate, 1))
+    return TrainResult(checkpoint, run_id, best_epoch, history, rate)
 
 
 @stage
@@ -348,6 +418,8 @@ def train(
     init_model: str = "",
     num_workers: int = 1,
     seed: int = 42,
+    train_nodes: int = 1,
+    train_procs: int = 1,
 ) -> str:
     """Train the detector on the dataset's train split, early-stopped on its validation split.
 
@@ -371,17 +443,18 @@ def train(
             ``models:/apd-detector@champion`` (same backbone and image size).
         num_workers: DataLoader worker processes.
         seed: Seed for initialisation, shuffling and augmentation.
+        train_nodes: Machines training together; more than 1 runs a Kubeflow TrainJob of that many pods.
+        train_procs: Training processes per machine (torchrun), each on its slice of every batch.
 
     Returns:
         The MLflow run id, which evaluate and register log into.
     """
-    from pathlib import Path
-
     from components.common.logging import configure_logging
     from components.common.settings import Settings
-    from components.common.tracking import setup_tracking
+    from components.common.tracking import new_run, setup_tracking
     from components.common.transforms import Augmentation
-    from components.train import TrainConfig, train_detector
+    from components.train import TrainConfig
+    from components.train_ranks import RankSpec, run_training
 
     settings = Settings()
     configure_logging(settings.logging)
@@ -402,9 +475,13 @@ def train(
         max_train_images=max_train_images,
         num_workers=num_workers,
         seed=seed,
+        train_nodes=train_nodes,
+        train_procs=train_procs,
     )
     version = str(dataset.metadata["dataset_version"])
-    experiment_id = setup_tracking(settings.mlflow)
-    result = train_detector(cfg, Path(dataset.path), Path(model.path), settings.images, experiment_id, version)
-    model.metadata.update({"dataset_version": version, "mlflow_run_id": result.run_id, "backbone": backbone})
-    return result.run_id
+    run_id = new_run(setup_tracking(settings.mlflow))
+    # The pods of a TrainJob read the dataset where it is stored; the processes of this machine, the step's copy.
+    location = dataset.uri if train_nodes > 1 else dataset.path
+    run_training(RankSpec(cfg, location, model.path, run_id, version), settings)
+    model.metadata.update({"dataset_version": version, "mlflow_run_id": run_id, "backbone": backbone})
+    return run_id

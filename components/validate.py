@@ -1,7 +1,8 @@
 """Validate: check an ingested dataset and block the pipeline when it is unfit.
 
 Rules (each failure names the rule and the files):
-- ``decodes``: every file decodes as an image (not empty, not truncated or corrupt);
+- ``decodes``: every file decodes as an image (not empty, not truncated or corrupt); for a dataset by reference,
+  every source object is still there and unchanged since ingest (the object is named);
 - ``allowed_format``: JPEG, PNG or WebP (``APD_IMAGES__FORMATS``);
 - ``size_limits``: within the byte and pixel limits that serving enforces;
 - ``min_size``: each side at least ``APD_IMAGES__MIN_SIDE`` pixels;
@@ -13,6 +14,7 @@ Rules (each failure names the rule and the files):
 - ``min_split_size``: at least ``min_images_per_split`` images in each split.
 """
 
+import functools
 import json
 import sys
 import time
@@ -24,8 +26,9 @@ import structlog
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 from tqdm import tqdm
 
-from components.common.dataset import LABELS, SPLITS, read_manifest, summarize
-from components.common.errors import InvalidImageError
+from components.common.dataset import LABELS, SPLITS, summarize
+from components.common.dataset_files import DatasetImages
+from components.common.errors import DataSourceError, InvalidImageError
 from components.common.images import decode_image
 from components.common.settings import ImageLimits, ValidationRules
 from components.stage import stage
@@ -44,7 +47,8 @@ _MAX_FILES_IN_MESSAGE = 10
 
 @dataclass(frozen=True)
 class Finding:
-    """One broken rule: which, why, and the files concerned (manifest paths)."""
+    """One broken rule: which, why, and the files concerned (manifest paths; for an image by reference that
+    cannot be read, its source object)."""
 
     rule: str
     message: str
@@ -104,17 +108,27 @@ class ValidationReport:
         return f"dataset {self.dataset_version} failed validation: " + "; ".join(parts)
 
 
-def _check_files(dataset_dir: Path, manifest: pd.DataFrame, limits: ImageLimits) -> list[Finding]:
-    """Decode every file under the serving limits; group the failures by rule."""
+def _verdict(data: bytes, limits: ImageLimits) -> tuple[str, str] | None:
+    """(the rule a file breaks, why) when it does not decode under the serving limits, else None."""
+    try:
+        decode_image(data, limits)
+    except InvalidImageError as exc:
+        return _RULE_OF_REASON.get(exc.reason, "decodes"), str(exc)
+    return None
+
+
+def _check_files(images: DatasetImages, manifest: pd.DataFrame, limits: ImageLimits) -> list[Finding]:
+    """Read and decode every file under the serving limits (in parallel); group the failures by rule."""
     failures: dict[str, list[tuple[str, str]]] = {}
-    for rel in tqdm(manifest["path"], desc="validate", unit="img", disable=not sys.stderr.isatty()):
-        path = dataset_dir / rel
-        try:
-            decode_image(path.read_bytes(), limits)
-        except FileNotFoundError:
-            failures.setdefault("decodes", []).append((rel, "the file is missing"))
-        except InvalidImageError as exc:
-            failures.setdefault(_RULE_OF_REASON.get(exc.reason, "decodes"), []).append((rel, str(exc)))
+    rows = list(manifest.itertuples(index=False))
+    verdicts = images.read_each(rows, functools.partial(_verdict, limits=limits))
+    bar = tqdm(verdicts, total=len(rows), desc="validate", unit="img", disable=not sys.stderr.isatty())
+    for row, verdict in zip(rows, bar, strict=True):
+        if isinstance(verdict, DataSourceError):  # missing, or a source changed since ingest: named by its source
+            failures.setdefault("decodes", []).append((row.ref or row.path, str(verdict)))
+        elif verdict is not None:
+            rule, reason = verdict
+            failures.setdefault(rule, []).append((row.path, reason))
     findings = []
     for rule, items in failures.items():
         reasons = sorted({reason for _, reason in items})
@@ -155,12 +169,12 @@ def _check_duplicates(manifest: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def validate_dataset(dataset_dir: Path, limits: ImageLimits, rules: ValidationRules) -> ValidationReport:
-    """Check every rule on the dataset in ``dataset_dir``; never raises for a bad dataset (see ``passed``)."""
+def validate_dataset(images: DatasetImages, limits: ImageLimits, rules: ValidationRules) -> ValidationReport:
+    """Check every rule on the dataset ``images`` reads; never raises for a bad dataset (see ``passed``)."""
     started = time.perf_counter()
-    manifest = read_manifest(dataset_dir)
+    manifest = images.manifest()
     summary = summarize(manifest)
-    errors = _check_files(dataset_dir, manifest, limits)
+    errors = _check_files(images, manifest, limits)
     balance_errors, warnings = _check_balance(summary.counts, rules)
     errors += balance_errors + _check_duplicates(manifest)
     for split in SPLITS:
@@ -210,6 +224,7 @@ def validate(
     """
     from pathlib import Path
 
+    from components.common.dataset_files import DatasetImages
     from components.common.errors import DataValidationError
     from components.common.logging import configure_logging
     from components.common.settings import Settings, ValidationRules
@@ -220,7 +235,7 @@ def validate(
     rules = ValidationRules(
         max_class_ratio=max_class_ratio, warn_class_ratio=warn_class_ratio, min_images_per_split=min_images_per_split
     )
-    result = validate_dataset(Path(dataset.path), settings.images, rules)
+    result = validate_dataset(DatasetImages(dataset.path, settings.s3), settings.images, rules)
     write_report(result, Path(report.path), Path(summary.path))
     report.metadata.update({"dataset_version": result.dataset_version, "passed": result.passed})
     summary.metadata["dataset_version"] = result.dataset_version

@@ -46,6 +46,7 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         image_column: str = "image",
         label_column: str = "label",
         label_map: str = "",
+        by_reference: bool = False,
         max_class_ratio: float = _RULES.max_class_ratio,
         warn_class_ratio: float = _RULES.warn_class_ratio,
         min_images_per_split: int = _RULES.min_images_per_split,
@@ -65,6 +66,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
         init_model: str = _TRAIN.init_model,
         num_workers: int = _TRAIN.num_workers,
         seed: int = _TRAIN.seed,
+        train_nodes: int = _TRAIN.train_nodes,
+        train_procs: int = _TRAIN.train_procs,
         min_accuracy: float = _GATE.min_accuracy,
         min_f1: float = _GATE.min_f1,
         max_auc_drop: float = _GATE.max_auc_drop,
@@ -78,6 +81,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             image_column: Parquet sources: the image column.
             label_column: Parquet sources: the label column.
             label_map: Parquet sources: label values to labels, e.g. ``0=ai_generated,1=real``.
+            by_reference: Ingest: copy no image, the dataset points at the source files or S3 objects (not Parquet);
+                every later read checks each unchanged since ingest.
             max_class_ratio: Validation: largest majority/minority class ratio.
             warn_class_ratio: Validation: class ratio that raises a warning.
             min_images_per_split: Validation: fewest images per split.
@@ -98,6 +103,10 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
                 (empty: start from ImageNet weights).
             num_workers: Training: DataLoader workers.
             seed: Training: seed.
+            train_nodes: Training: machines training together; more than 1 runs a Kubeflow TrainJob of that many
+                pods (``APD_TRAINJOB__*``).
+            train_procs: Training: processes per machine (torchrun), each on its slice of every batch; 2 on this
+                machine: ``-p train_procs=2``. batch_size must be a multiple of train_nodes x train_procs.
             min_accuracy: Quality gate: lowest test accuracy.
             min_f1: Quality gate: lowest test F1.
             max_auc_drop: Quality gate: largest test ROC AUC lost to JPEG q75 or a 0.5x downscale.
@@ -106,7 +115,13 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             canary_percent: Deploy: share of requests (percent) the new version gets as a KServe canary; 0 (the
                 default) only registers it.
         """
-        ingested = ingest(source=source, image_column=image_column, label_column=label_column, label_map=label_map)
+        ingested = ingest(
+            source=source,
+            image_column=image_column,
+            label_column=label_column,
+            label_map=label_map,
+            by_reference=by_reference,
+        )
         validated = validate(
             dataset=ingested.outputs["dataset"],
             max_class_ratio=max_class_ratio,
@@ -131,6 +146,8 @@ def build_training_pipeline(resources: TrainResources = TrainResources()) -> dsl
             init_model=init_model,
             num_workers=num_workers,
             seed=seed,
+            train_nodes=train_nodes,
+            train_procs=train_procs,
         ).after(validated)
         trained.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
         trained.set_memory_request(resources.memory).set_memory_limit(resources.memory)

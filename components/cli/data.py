@@ -35,15 +35,18 @@ def ingest(args: argparse.Namespace, settings: Settings) -> None:
         args.image_column,
         args.label_column,
         args.label_map,
+        args.by_reference,
     )
-    print(f"dataset version {result.summary.dataset_version}: {result.summary.num_images} images in {args.out}")
+    kind = " (by reference)" if result.by_reference else ""
+    print(f"dataset version {result.summary.dataset_version}: {result.summary.num_images} images in {args.out}{kind}")
 
 
 def validate(args: argparse.Namespace, settings: Settings) -> None:
     """``apd validate``: the report on stdout (and next to the dataset); exit 1 when the dataset fails."""
+    from components.common.dataset_files import DatasetImages
     from components.validate import validate_dataset, write_report
 
-    report = validate_dataset(args.dataset, settings.images, settings.validation)
+    report = validate_dataset(DatasetImages(args.dataset, settings.s3), settings.images, settings.validation)
     write_report(report, args.dataset / "validation.json", args.dataset / "validation.md")
     print(report.to_markdown())
     if not report.passed:
@@ -70,6 +73,12 @@ def add_commands(add_parser: AddParser) -> None:
     ingest_parser = add_parser("ingest", help="ingest a labelled image collection")
     ingest_parser.add_argument("source", help="class-folder tree, s3://bucket/prefix, or Parquet file/folder")
     ingest_parser.add_argument("--out", type=Path, required=True, help="output dataset folder")
+    ingest_parser.add_argument(
+        "--by-reference",
+        action="store_true",
+        help="copy no image: the manifest points at the source files or S3 objects, checked unchanged when read "
+        "(not Parquet)",
+    )
     add_source_columns(ingest_parser)
     ingest_parser.set_defaults(func=ingest)
 

@@ -43,6 +43,11 @@ class DeployError(DetectorError):
     InferenceService, or a canary state the command does not apply to. The message says what to do instead."""
 
 
+class TrainingJobError(DetectorError):
+    """A distributed training job (Kubeflow TrainJob or PyTorchJob) that cannot be created, failed or ran out of
+    time; the message names the job, its condition and the last lines of rank 0's log, or what to install or grant."""
+
+
 class KeyFileError(DetectorError, ValueError):
     """An API keys file (or key line) that cannot be used; the message names the file and the line, never a line's
     content (it might be a key written where its hash belongs)."""

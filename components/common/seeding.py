@@ -1,4 +1,5 @@
-"""The one seeding function: python, numpy, torch, deterministic algorithms, DataLoader workers."""
+"""The one seeding function: python, numpy, torch, deterministic algorithms, DataLoader workers; and the seed of each
+training item's augmentation."""
 
 from __future__ import annotations
 
@@ -29,3 +30,11 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = (torch.initial_seed() + worker_id) % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
+
+
+def seed_item(seed: int, epoch: int, index: int) -> None:
+    """Seed python's and numpy's global random state for reading one training item (its augmentation) from
+    (seed, epoch, item index) alone: not from the process, the DataLoader worker or the order items are read in."""
+    python_seed, numpy_seed = np.random.SeedSequence([seed, epoch, index]).generate_state(2)
+    random.seed(int(python_seed))
+    np.random.seed(int(numpy_seed))

@@ -234,6 +234,50 @@ class DeploySettings(BaseModel):
     )
 
 
+class TrainingJobSettings(BaseModel):
+    """Distributed training (pipeline parameter ``train_nodes`` > 1): the Kubeflow TrainJob, or the Training Operator's
+    PyTorchJob, that the train step creates, follows and waits for (``components.trainjob``)."""
+
+    kind: Literal["auto", "trainjob", "pytorchjob"] = Field(
+        default="auto",
+        description="auto: a TrainJob where the API server serves trainer.kubeflow.org/v1alpha1 trainjobs (Kubeflow "
+        "Trainer), else a PyTorchJob where it serves kubeflow.org/v1 pytorchjobs (Training Operator).",
+    )
+    runtime: str = Field(
+        default="torch-distributed", description="ClusterTrainingRuntime a TrainJob runs on (Trainer's torchrun one)."
+    )
+    image: str | None = Field(
+        default=None, description="Image of the training pods; unset: the component image the pipeline steps run in."
+    )
+    namespace: str | None = Field(
+        default=None,
+        description="Namespace of the jobs; unset: the step pod's own namespace in a cluster, else the current "
+        "kubeconfig context's, else 'default'.",
+    )
+    service_account: str | None = Field(
+        default=None,
+        description="Service account of the training pods; unset: the namespace's default (they need no API access).",
+    )
+    cpu: str = Field(default="4", description="CPU request and limit of each node's pod.")
+    memory: str = Field(default="16G", description="Memory request and limit of each node's pod.")
+    gpus: int | None = Field(
+        default=None, ge=0, description="GPUs of each node's pod; unset: one per process of the node; 0: CPU only."
+    )
+    accelerator: str = Field(default="nvidia.com/gpu", description="Kubernetes resource name of the GPUs.")
+    s3_secret: str | None = Field(
+        default=None,
+        description="Secret in the jobs' namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the chart's "
+        "<fullname>-s3 or s3.existingSecret) that the pods take the S3 credentials from (secretKeyRef); unset: the "
+        "pods get none, and a step whose environment holds credentials refuses to write them into the job.",
+    )
+    poll_seconds: float = Field(default=5.0, gt=0, description="Seconds between two reads of the job's status.")
+    timeout_seconds: float = Field(
+        default=43200.0,
+        gt=0,
+        description="Longest a job may run (also its activeDeadlineSeconds); past it the step deletes it and fails.",
+    )
+
+
 class DriftSettings(BaseModel):
     """The drift job (``apd drift run``, the KFP ``drift`` step): live records of the sink against the served model
     version's reference statistics. An alert fires when any one threshold is passed."""
@@ -384,6 +428,9 @@ class Settings(BaseSettings):
     sink: SinkSettings = Field(default_factory=SinkSettings, description="Payload sink (KServe logger events).")
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="Model rollouts to KServe.")
     drift: DriftSettings = Field(default_factory=DriftSettings, description="The drift job and its alert thresholds.")
+    trainjob: TrainingJobSettings = Field(
+        default_factory=TrainingJobSettings, description="Distributed training jobs on Kubeflow Trainer."
+    )
     ui: UiSettings = Field(default_factory=UiSettings, description="The moderators' web page (apd ui).")
     auth: AuthSettings = Field(
         default_factory=AuthSettings, description="API keys and rate limits of the model server and the page."

@@ -27,3 +27,9 @@ def setup_tracking(settings: MlflowSettings) -> str:
         return str(experiment.experiment_id)
     location = _artifact_location(settings.artifact_root)
     return str(client.create_experiment(settings.experiment, artifact_location=location))
+
+
+def new_run(experiment_id: str) -> str:
+    """Create a run in the experiment and return its id; whoever trains resumes it (``mlflow.start_run(run_id=...)``),
+    so the id is known before training starts, in this process or in others."""
+    return str(MlflowClient().create_run(experiment_id).info.run_id)

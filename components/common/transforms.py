@@ -241,8 +241,8 @@ def augment(image: Image.Image, aug: Augmentation, rng: random.Random) -> Image.
 
 def train_transform(prep: Preprocessing, aug: Augmentation) -> Callable[[Image.Image], np.ndarray]:
     """Native mode, training: ``augment``, then one random crop of ``image_size`` at the (augmented) image's own
-    resolution, padded where the image is smaller. Random state comes from Python's ``random`` (seeded per
-    DataLoader worker by ``common.seeding``)."""
+    resolution, padded where the image is smaller. Random state comes from Python's ``random`` (in training seeded
+    per image from (seed, epoch, index) by ``common.distributed.SeededRows``)."""
     if prep.mode != "native":
         raise ValueError("training uses the native mode; resize-mode models can be served and evaluated only")
     pad = _pad_value(prep)

@@ -1,12 +1,14 @@
 """Kubernetes I/O for rollouts: the API client, reading the InferenceService, sending a plan's merge patch, and
-the API server's errors as DeployErrors that say what to fix.
+the API server's errors as DeployErrors that say what to fix. ``kube_api``, ``call_api`` and ``api_message`` serve
+the distributed training jobs (``components.trainjob``) too.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from components.common.errors import DeployError
+from components.common.errors import DeployError, DetectorError
 from components.rollout.plans import Plan
 
 GROUP, API_VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -26,12 +28,37 @@ class CustomObjectsClient(Protocol):
     ) -> Any: ...
 
 
+def api_message(exc: Exception) -> str:
+    """The message of the Status the API server answered with (its body), or the body as it came."""
+    try:
+        return str(json.loads(getattr(exc, "body", "") or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        return str(getattr(exc, "body", ""))
+
+
+def call_api(
+    fn: Callable[..., Any],
+    *args: Any,
+    refused: Callable[[Exception], DetectorError],
+    unreachable: Callable[[Exception], DetectorError],
+    **kwargs: Any,
+) -> Any:
+    """``fn(*args, **kwargs)`` with an answer of the API server other than success raised as ``refused(exc)`` and a
+    connection that failed as ``unreachable(exc)``: the caller's domain errors, which say what to fix."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        raise refused(exc) from exc
+    except HTTPError as exc:
+        raise unreachable(exc) from exc
+
+
 def _api_error(exc: Exception, verb: str, namespace: str, name: str) -> DeployError:
     status = getattr(exc, "status", None)
-    try:
-        message = json.loads(getattr(exc, "body", "") or "{}").get("message", "")
-    except (ValueError, AttributeError):
-        message = str(getattr(exc, "body", ""))
+    message = api_message(exc)
     what = f"InferenceService {name} in namespace {namespace}"
     if status == 404:
         return DeployError(
@@ -69,15 +96,22 @@ def kube_api() -> tuple[CustomObjectsClient, str]:
 
 
 def _call(fn: Any, verb: str, namespace: str, name: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
-    try:
-        return dict(fn(GROUP, API_VERSION, namespace, PLURAL, name, *args, **kwargs))
-    except ApiException as exc:
-        raise _api_error(exc, verb, namespace, name) from exc
-    except HTTPError as exc:
-        raise DeployError(f"cannot reach the Kubernetes API server to {verb} InferenceService {name}: {exc}") from exc
+    return dict(
+        call_api(
+            fn,
+            GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            *args,
+            refused=lambda exc: _api_error(exc, verb, namespace, name),
+            unreachable=lambda exc: DeployError(
+                f"cannot reach the Kubernetes API server to {verb} InferenceService {name}: {exc}"
+            ),
+            **kwargs,
+        )
+    )
 
 
 def read_isvc(api: CustomObjectsClient, namespace: str, name: str) -> dict[str, Any]:

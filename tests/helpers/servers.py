@@ -95,3 +95,12 @@ def empty_s3_server() -> Iterator[S3Settings]:
         yield S3Settings(endpoint=f"127.0.0.1:{port}", access_key="test-access", secret_key="test-secret")
     finally:
         server.stop()
+
+
+def upload_folder(s3: S3Settings, folder: Path, bucket: str, prefix: str) -> None:
+    """Every file below ``folder`` to ``s3://bucket/prefix/<its path below folder>``, the bucket made when new."""
+    client = s3.client()
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.fput_object(bucket, f"{prefix}/{path.relative_to(folder).as_posix()}", str(path))

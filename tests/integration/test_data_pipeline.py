@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 from kfp.dsl import Markdown
-from minio import Minio
 
 from components.common.dataset import read_manifest
 from components.common.settings import S3Settings, Settings
@@ -17,6 +16,7 @@ from components.validate import validate
 from pipelines.local import run_local
 from pipelines.training import training_pipeline
 from tests.conftest import MakeTree
+from tests.helpers.servers import upload_folder
 
 pytestmark = pytest.mark.integration
 
@@ -68,18 +68,11 @@ def test_training_pipeline_stops_at_validate_with_the_reason(
     assert json.loads(report.read_text())["passed"] is False
 
 
-def _upload(s3: S3Settings, src: Path, bucket: str, prefix: str) -> None:
-    client = Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False)
-    client.make_bucket(bucket)
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        client.fput_object(bucket, f"{prefix}/{path.relative_to(src).as_posix()}", str(path))
-
-
 def test_ingest_from_s3_matches_the_folder_and_reuses_the_cache(
     make_tree: MakeTree, tmp_path: Path, s3_server: S3Settings
 ) -> None:
     src = make_tree({"real": 12, "ai_generated": 12, "notes": 1})
-    _upload(s3_server, src, "photos", "batch-1")
+    upload_folder(s3_server, src, "photos", "batch-1")
     settings = Settings(data_dir=tmp_path / "data", s3=s3_server)
     cache = tmp_path / "data" / "cache"
     from_s3 = ingest_dataset("s3://photos/batch-1", tmp_path / "a", cache, settings.splits, s3_server)
@@ -95,7 +88,7 @@ def test_ingest_from_s3_matches_the_folder_and_reuses_the_cache(
 def test_apd_ingest_command_reads_s3_settings_from_the_environment(
     make_tree: MakeTree, tmp_path: Path, s3_server: S3Settings
 ) -> None:
-    _upload(s3_server, make_tree({"REAL": 5, "FAKE": 5}), "cifake", "v1")
+    upload_folder(s3_server, make_tree({"REAL": 5, "FAKE": 5}), "cifake", "v1")
     env = {
         "PATH": str(Path(sys.executable).parent),
         "APD_DATA_DIR": str(tmp_path / "data"),

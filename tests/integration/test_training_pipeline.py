@@ -20,9 +20,10 @@ from components.common.artifact import (
     fetch_artifact,
     load_artifact,
 )
+from components.common.dataset_files import DatasetImages
 from components.common.runtimes import EXACT_VARIANTS, INT8_FILE, ONNX_FILE
 from components.common.settings import MlflowSettings, S3Settings, Settings
-from components.common.tracking import setup_tracking
+from components.common.tracking import new_run, setup_tracking
 from components.ingest import ingest_dataset
 from components.train import TrainConfig, train_detector
 from pipelines.local import run_local
@@ -171,7 +172,12 @@ def test_mlflow_artifacts_on_an_s3_server(
     summary = ingest_dataset(str(src), tmp_path / "ds", tmp_path / "cache", settings.splits, settings.s3).summary
     cfg = TrainConfig(epochs=1, image_size=32, batch_size=8, num_workers=0)
     result = train_detector(
-        cfg, tmp_path / "ds", tmp_path / "out", settings.images, experiment, summary.dataset_version
+        cfg,
+        DatasetImages(tmp_path / "ds"),
+        tmp_path / "out",
+        settings.images,
+        new_run(experiment),
+        summary.dataset_version,
     )
     keys = [
         o.object_name

@@ -11,6 +11,7 @@ import torch
 from kserve.protocol.infer_type import InferInput, InferRequest
 from PIL import Image
 
+from components.common.dataset_files import DatasetImages
 from components.common.metrics import flat_metrics
 from components.common.model import build_model, load_checkpoint, save_checkpoint
 from components.common.model_config import ModelConfig
@@ -131,7 +132,7 @@ def test_train_images_carry_the_generator_class(tmp_path: Path) -> None:
         buf = io.BytesIO()
         Image.new("RGB", (40, 40), (10, 20, 30)).save(buf, format="PNG")
         (tmp_path / name).write_bytes(buf.getvalue())
-    images = TrainImages(tmp_path, rows, ImageLimits(), PREP, Augmentation.off(), ("flux", "sdxl"))
+    images = TrainImages(DatasetImages(tmp_path), rows, ImageLimits(), PREP, Augmentation.off(), ("flux", "sdxl"))
     items = [images[i] for i in range(len(images))]
     assert [int(item[2]) for item in items] == [NO_GENERATOR, 1, 0, NO_GENERATOR, NO_GENERATOR, 1]
     assert [float(item[1]) for item in items] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]

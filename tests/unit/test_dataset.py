@@ -57,10 +57,12 @@ def _manifest() -> pd.DataFrame:
     )
 
 
-def test_version_ignores_row_order_and_where_files_came_from() -> None:
+def test_version_ignores_row_order_and_where_files_came_from_or_are_read() -> None:
     manifest = _manifest()
     moved = manifest.assign(source=["s3://b/real/a.png", "s3://b/ai_generated/b.png"])
+    referenced = manifest.assign(ref=["/x/real/a.png", "s3://b/ai_generated/b.png"], ref_check=["100:1", "etag"])
     assert dataset_version(manifest) == dataset_version(manifest.iloc[::-1]) == dataset_version(moved)
+    assert dataset_version(referenced) == dataset_version(manifest)
 
 
 @pytest.mark.parametrize(
@@ -77,9 +79,9 @@ def test_version_changes_with_content_labels_and_splits(column: str, value: list
     assert dataset_version(manifest) != dataset_version(manifest.assign(**{column: value}))
 
 
-def test_a_manifest_written_before_the_generator_column_reads_with_it_empty(tmp_path: Path) -> None:
+def test_a_manifest_written_before_the_generator_and_ref_columns_reads_with_them_empty(tmp_path: Path) -> None:
     manifest = _manifest().assign(generator="")
     manifest.drop(columns="generator").to_parquet(tmp_path / MANIFEST_FILE, index=False)
     old = read_manifest(tmp_path)
-    assert (old["generator"] == "").all()
+    assert (old[["generator", "ref", "ref_check"]] == "").all().all()
     assert dataset_version(old) == dataset_version(manifest) == dataset_version(manifest.drop(columns="generator"))

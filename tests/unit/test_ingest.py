@@ -1,5 +1,6 @@
 """Ingest from real folders and Parquet files: layouts, splits, duplicates, caching, bad sources."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.conftest import MakeTree
 from tests.helpers.images import encode
 
 
-def _ingest(settings: Settings, source: Path | str, out: Path, **kw: str) -> IngestResult:
+def _ingest(settings: Settings, source: Path | str, out: Path, **kw: str | bool) -> IngestResult:
     return ingest_dataset(str(source), out, settings.data_dir / "cache", settings.splits, settings.s3, **kw)
 
 
@@ -143,7 +144,7 @@ def test_parquet_folder_with_string_labels_and_a_split_column(settings: Settings
     ],
 )
 def test_bad_sources_say_what_is_expected(
-    settings: Settings, tmp_path: Path, source: str, kwargs: dict[str, str], message: str
+    settings: Settings, tmp_path: Path, source: str, kwargs: dict[str, str | bool], message: str
 ) -> None:
     (tmp_path / "empty" / "misc").mkdir(parents=True)
     (tmp_path / "empty" / "misc" / "a.png").write_bytes(encode("PNG"))
@@ -192,3 +193,36 @@ def test_generator_subfolders_land_in_the_manifest_and_the_version(
 def test_parquet_sources_name_no_generator(settings: Settings, tmp_path: Path) -> None:
     _ingest(settings, _parquet(tmp_path / "train.parquet", ["REAL", "FAKE"]), tmp_path / "out")
     assert (read_manifest(tmp_path / "out")["generator"] == "").all()
+
+
+def test_by_reference_copies_nothing_and_keeps_the_copied_version(
+    make_tree: MakeTree, settings: Settings, tmp_path: Path
+) -> None:
+    src = make_tree({"real": 10, "ai_generated": 10})
+    referenced = _ingest(settings, src, tmp_path / "ref", by_reference=True)
+    manifest = read_manifest(tmp_path / "ref")
+    assert not (tmp_path / "ref" / "images").exists()
+    assert referenced.bytes_read > 0  # each image is read once, to hash it
+    assert json.loads((tmp_path / "ref" / "dataset.json").read_text())["by_reference"] is True
+    for row in manifest.itertuples():
+        source = Path(row.ref)
+        assert source.is_absolute()
+        assert source == Path(row.source).resolve()
+        assert row.ref_check == f"{source.stat().st_size}:{source.stat().st_mtime_ns}"
+        assert row.bytes == source.stat().st_size
+    again = _ingest(settings, src, tmp_path / "again", by_reference=True)
+    assert again.bytes_read == 0  # the cache knows every unchanged source's facts
+    copied = _ingest(settings, src, tmp_path / "copy")
+    assert copied.bytes_read > 0  # by reference stored no bytes to link
+    assert referenced.summary.dataset_version == again.summary.dataset_version == copied.summary.dataset_version
+    copy_manifest = read_manifest(tmp_path / "copy")
+    assert list(copy_manifest["path"]) == list(manifest["path"])
+    assert (copy_manifest[["ref", "ref_check"]] == "").all().all()
+    assert json.loads((tmp_path / "copy" / "dataset.json").read_text())["by_reference"] is False
+
+
+def test_parquet_cannot_be_ingested_by_reference(settings: Settings, tmp_path: Path) -> None:
+    source = _parquet(tmp_path / "train.parquet", ["REAL", "FAKE"])
+    with pytest.raises(DataSourceError, match="bytes inside the Parquet rows"):
+        _ingest(settings, source, tmp_path / "out", by_reference=True)
+    assert not (tmp_path / "out").exists()

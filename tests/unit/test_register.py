@@ -16,6 +16,7 @@ import pytest
 from components.common.artifact import CONFIG_FILE, METRICS_FILE, REFERENCE_FILE, WEIGHTS_FILE, fetch_artifact
 from components.common.artifact import load_artifact as load_folder
 from components.common.dataset import read_manifest
+from components.common.dataset_files import DatasetImages
 from components.common.features import FEATURE_NAMES
 from components.common.model import save_checkpoint
 from components.common.model_config import CHECKPOINT_FILE
@@ -86,8 +87,9 @@ def _evaluation(dataset: Path, beats_champion: bool = True) -> dict[str, Any]:
 def _register(trained: dict[str, Path], tracking: MlflowSettings, evaluation: dict[str, Any]) -> Registration:
     with mlflow.start_run(experiment_id=setup_tracking(tracking)) as run:
         pass  # the training run that register logs the artifact to
-    paths = trained["checkpoint"], trained["exported"], trained["dataset"]
-    return register_model(*paths, evaluation, run.info.run_id, MODEL, ImageLimits(), COMMIT)
+    folders = trained["checkpoint"], trained["exported"]
+    dataset = DatasetImages(trained["dataset"])
+    return register_model(*folders, dataset, evaluation, run.info.run_id, MODEL, ImageLimits(), COMMIT)
 
 
 def test_the_version_carries_its_provenance_and_only_its_own_figures(

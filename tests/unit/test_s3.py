@@ -36,7 +36,7 @@ class FakeClient:
         self.response = response
         self.asked: list[tuple[str, str]] = []
 
-    def get_object(self, bucket: str, key: str) -> FakeResponse:
+    def get_object(self, bucket: str, key: str, request_headers: dict[str, str] | None = None) -> FakeResponse:
         self.asked.append((bucket, key))
         return self.response
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from components.common.dataset_files import DatasetImages
 from components.common.settings import Settings, ValidationRules
 from components.ingest import ingest_dataset
 from components.validate import ValidationReport, validate_dataset, write_report
@@ -25,7 +26,7 @@ def _validate(
     for rel, data in extra_files.items():
         (src / rel.replace("__", "/")).write_bytes(data)
     ingest_dataset(str(src), tmp_path / "ds", settings.data_dir / "cache", settings.splits, settings.s3)
-    return validate_dataset(tmp_path / "ds", settings.images, RULES)
+    return validate_dataset(DatasetImages(tmp_path / "ds"), settings.images, RULES)
 
 
 def test_a_clean_balanced_dataset_passes(make_tree: MakeTree, settings: Settings, tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ def test_cross_split_duplicates_in_a_manifest_block(make_tree: MakeTree, setting
     manifest = pd.read_parquet(tmp_path / "ds" / "manifest.parquet")
     leaked = manifest[manifest["split"] == "train"].iloc[[0]].assign(split="test")
     pd.concat([manifest, leaked]).to_parquet(tmp_path / "ds" / "manifest.parquet", index=False)
-    report = validate_dataset(tmp_path / "ds", settings.images, RULES)
+    report = validate_dataset(DatasetImages(tmp_path / "ds"), settings.images, RULES)
     assert [f.rule for f in report.errors] == ["no_cross_split_duplicates"]
 
 
@@ -117,3 +118,23 @@ def test_reports_are_written_as_json_and_markdown(make_tree: MakeTree, settings:
     assert "# Dataset validation: FAILED" in text
     assert "| train | 13 | 12 | 25 |" in text
     assert '"passed": false' in (tmp_path / "r.json").read_text()
+
+
+def test_a_dataset_by_reference_is_validated_at_its_sources(
+    make_tree: MakeTree, settings: Settings, tmp_path: Path
+) -> None:
+    src = make_tree(BALANCED)
+    cache = settings.data_dir / "cache"
+    ingest_dataset(str(src), tmp_path / "ds", cache, settings.splits, settings.s3, by_reference=True)
+    images = DatasetImages(tmp_path / "ds")
+    assert validate_dataset(images, settings.images, RULES).passed
+    changed, gone = sorted((src / "train" / "real").iterdir())[:2]
+    changed.write_bytes(encode("PNG", (48, 48), seed=4242))
+    gone.unlink()
+    report = validate_dataset(images, settings.images, RULES)
+    [finding] = report.errors
+    assert finding.rule == "decodes"
+    assert sorted(finding.files) == sorted([str(changed.resolve()), str(gone.resolve())])
+    assert "changed since it was ingested" in finding.message
+    assert "is missing" in finding.message
+    assert str(gone.resolve()) in report.failure_message()

@@ -20,8 +20,20 @@ volumes:
 {{- end }}
 minReplicas: {{ $e.minReplicas }}
 maxReplicas: {{ $e.maxReplicas }}
+{{- if $ctx.Values.predictor.keda.enabled }}
+{{- /* The ISVC's autoscalerClass keda holds for every component, and KServe refuses scaleMetric under it. */}}
+autoScaling:
+  metrics:
+    - type: Resource
+      resource:
+        name: {{ $e.scaleMetric }}
+        target:
+          type: Utilization
+          averageUtilization: {{ $e.scaleTarget }}
+{{- else }}
 scaleMetric: {{ $e.scaleMetric }}
 scaleTarget: {{ $e.scaleTarget }}
+{{- end }}
 {{- if and $ctx.Values.canary.enabled $serverless }}
 canaryTrafficPercent: {{ $ctx.Values.canary.trafficPercent }}
 {{- end }}

@@ -53,3 +53,29 @@ volumes:
       sizeLimit: {{ .Values.predictor.tmpVolume.sizeLimit }}
 {{- end }}
 {{- end }}
+{{/*
+APD_SERVING__THREADS: runtime.threads, or with 0 the predictor's CPU limit in whole cores (rounded down, at least 1)
+divided by runtime.workers, so that one worker per pod runs as many inference threads as the pod has cores; without
+a CPU limit 0 (the server then takes the cores it may run on).
+*/}}
+{{- define "apd.runtime.threads" -}}
+{{- $r := .Values.runtime }}
+{{- $cpu := toString (dig "limits" "cpu" "" .Values.predictor.resources) }}
+{{- if gt (int $r.threads) 0 }}
+{{- $r.threads }}
+{{- else if $cpu }}
+{{- $cores := ternary (divf (trimSuffix "m" $cpu | float64) 1000) (float64 $cpu) (hasSuffix "m" $cpu) }}
+{{- max 1 (floor (divf $cores $r.workers) | int) }}
+{{- else }}0
+{{- end }}
+{{- end }}
+{{/*
+The PromQL query KEDA scales the predictor on (predictor.keda.enabled): predictor.keda.query, or by default the images
+all the predictor's pods score per second, from the series of the chart's PodMonitor (job "<namespace>/<fullname>-
+predictor", as the alert rules read them). apd_preprocess_seconds counts each image decoded and scored, not the
+answers the result cache gives.
+*/}}
+{{- define "apd.keda.query" -}}
+{{- $job := printf "%s/%s-predictor" .Release.Namespace (include "apd.fullname" .) }}
+{{- default (printf "sum(rate(apd_preprocess_seconds_count{job=%q}[2m]))" $job) .Values.predictor.keda.query }}
+{{- end }}
