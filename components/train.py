@@ -235,9 +235,9 @@ def detector_loss(
     loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
     mask = classes != NO_GENERATOR
     count = float(mask.sum()) if known is None else known
-    if generator_logits.shape[1] and count:
-        attribution = nn.functional.cross_entropy(generator_logits[mask], classes[mask], reduction="sum") / count
-        loss = loss + ATTRIBUTION_WEIGHT * attribution
+    if generator_logits.shape[1]:  # a batch without a named image adds 0, still through the head (DDP expects it)
+        attribution = nn.functional.cross_entropy(generator_logits[mask], classes[mask], reduction="sum")
+        loss = loss + ATTRIBUTION_WEIGHT * attribution / max(count, 1.0)
     return loss
 
 
@@ -339,7 +339,7 @@ def train_detector(
     # Rank 0 alone reads a detector to fine-tune (MLflow); DistributedDataParallel starts the others from its weights.
     model = initial_model(cfg, generators) if world.main else Detector(model_cfg)
     shard_dropout(model, world, cfg.seed)
-    step = data_parallel(TrainStep(model), world, find_unused=bool(generators) or cfg.freeze_backbone_epochs > 0)
+    step = data_parallel(TrainStep(model), world, find_unused=cfg.freeze_backbone_epochs > 0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -136,8 +136,14 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
     finally:
         server.stop()
 
-    # A second, identical run: the candidate ties the champion, so only the challenger alias moves.
-    second = run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=0.5, min_f1=0.5, **FAST)
+    # A second, identical run, ingesting by reference this time: the same dataset version and the same model, so the
+    # candidate ties the champion and only the challenger alias moves.
+    second = run_local(
+        training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=0.5, min_f1=0.5, by_reference=True, **FAST
+    )
+    referenced = sorted((tmp_path / "runs").glob("*/ingest/dataset/dataset.json"))[-1]
+    assert json.loads(referenced.read_text())["by_reference"] is True
+    assert not (referenced.parent / "images").exists()
     assert "champion v1" in Path(second.output.path).read_text()
     assert client.get_registered_model("apd-test").aliases == {"champion": 1, "challenger": 2}
     again = client.get_model_version("apd-test", "2")
@@ -148,10 +154,14 @@ def test_pipeline_registers_a_loadable_champion_then_a_challenger(tmp_path: Path
 def test_a_model_below_the_gate_registers_nothing(
     tmp_path: Path, env: Settings, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """Trained by two processes on this machine (``train_procs=2``: torchrun), then stopped at the gate."""
     src = _learnable_tree(tmp_path / "src", {"train": 8, "val": 4, "test": 4})
     with pytest.raises(RuntimeError, match=r"Inner task failed: .*evaluate"):
-        run_local(training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=1.0, min_f1=1.0, **FAST)
+        run_local(
+            training_pipeline, tmp_path / "runs", source=str(src), min_accuracy=1.0, min_f1=1.0, train_procs=2, **FAST
+        )
     logs = capfd.readouterr()
+    assert "distributed_training_done" in logs.out + logs.err
     assert "QualityGateError: the model failed the quality gate: test accuracy" in logs.out + logs.err
     assert "is below the bar 1.0000" in logs.out + logs.err
     assert mlflow.MlflowClient().search_model_versions("name = 'apd-test'") == []

@@ -116,7 +116,7 @@ def test_the_loss_adds_attribution_on_named_generated_images_only() -> None:
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
     ce = torch.nn.functional.cross_entropy(generator_logits[[1, 3]], classes[[1, 3]])
     loss = detector_loss(logits, generator_logits, targets, classes)
-    assert float(loss.detach()) == pytest.approx(float(bce + ATTRIBUTION_WEIGHT * ce))
+    assert float(loss.detach()) == pytest.approx(float((bce + ATTRIBUTION_WEIGHT * ce).detach()))
     loss.backward()
     assert generator_logits.grad is not None
     assert torch.all(generator_logits.grad[[0, 2]] == 0)  # the real and the unnamed image teach the head nothing
