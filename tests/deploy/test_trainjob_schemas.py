@@ -4,13 +4,23 @@ pipeline's service account do exactly what ``components.trainjob`` does."""
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
+import yaml
 
-from components.common.settings import TrainingJobSettings
+from components import trainjob
+from components.common.model import build_model, save_checkpoint
+from components.common.model_config import CHECKPOINT_FILE
+from components.common.settings import MlflowSettings, Settings, TrainingJobSettings
+from components.common.tracking import new_run, setup_tracking
+from components.stage import COMPONENT_IMAGE
+from components.train import TrainConfig
+from components.train_ranks import RankSpec, run_training
 from components.trainjob import JobRequest, pytorchjob_manifest, trainjob_manifest
-from tests.deploy.conftest import CHART, NAMESPACE, Helm
+from tests.deploy.conftest import CHART, NAMESPACE, REPO, Helm
 from tests.deploy.schemas import InvalidResourceError, validate_resource, validate_resources
 
 REQUEST = JobRequest(
@@ -111,3 +121,48 @@ def test_values_schema_checks_the_switch(helm: Helm) -> None:
         result = helm.run(*helm.template_args(set_values=[assignment], chart=CHART), check=False)
         assert result.returncode != 0, assignment
         assert "trainingJobs" in result.stderr
+
+
+def test_the_compiled_pipeline_with_train_nodes_2_creates_a_valid_training_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed pipeline takes ``train_nodes`` as a run parameter and hands it to the train step, whose code
+    (the function the YAML embeds) gives ``run_distributed``, for train_nodes=2, a torchrun command whose TrainJob
+    passes Trainer v2.3.0's schema and whose PyTorchJob passes the Training Operator's. The cluster is replaced by
+    a fake launcher that records the job and logs the checkpoint to the MLflow run as rank 0 would."""
+    compiled = yaml.safe_load((REPO / "pipelines" / "training.yaml").read_text())
+    assert compiled["root"]["inputDefinitions"]["parameters"]["train_nodes"]["defaultValue"] == 1
+    task = compiled["root"]["dag"]["tasks"]["train"]
+    assert task["inputs"]["parameters"]["train_nodes"] == {"componentInputParameter": "train_nodes"}
+    executor = compiled["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert executor["image"] == COMPONENT_IMAGE
+    assert "run_training(RankSpec(" in "".join(executor["command"])
+
+    launched: dict[str, Any] = {}
+
+    def fake_run_distributed(
+        command: list[str], env: dict[str, str], nodes: int, procs_per_node: int, **_: Any
+    ) -> None:
+        launched.update(command=command, env=env, nodes=nodes, procs=procs_per_node)
+        spec = RankSpec.from_json(command[command.index("--spec") + 1])
+        checkpoint = tmp_path / "rank0" / CHECKPOINT_FILE
+        checkpoint.parent.mkdir()
+        save_checkpoint(build_model(spec.config.model_config()), checkpoint)
+        with mlflow.start_run(run_id=spec.run_id):
+            mlflow.log_artifact(str(checkpoint), artifact_path="checkpoint")
+
+    monkeypatch.setattr(trainjob, "run_distributed", fake_run_distributed)
+    tracking = MlflowSettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "mlruns"))
+    run_id = new_run(setup_tracking(tracking))
+    cfg = TrainConfig(train_nodes=2, train_procs=2, batch_size=8, image_size=32)
+    uri = "minio://mlpipeline/v2/artifacts/apd-training/0/ingest/dataset"  # where KFP stores the step's input
+    run_training(RankSpec(cfg, uri, str(tmp_path / "model"), run_id, "v1"), Settings(mlflow=tracking))
+
+    assert (tmp_path / "model" / CHECKPOINT_FILE).exists()  # fetched from the run rank 0 logged it to
+    command = launched["command"]
+    assert command[:3] == ["torchrun", "--nnodes=2", "--nproc-per-node=2"]
+    assert RankSpec.from_json(command[command.index("--spec") + 1]).dataset == uri
+    assert (launched["nodes"], launched["procs"]) == (2, 2)
+    job = JobRequest("apd-train-0a1b2c3d", "kubeflow-user", tuple(command), launched["env"], 2, 2)
+    for build in BUILDERS.values():
+        validate_resource(build(job, TrainingJobSettings()))
