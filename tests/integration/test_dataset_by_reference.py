@@ -3,12 +3,14 @@ on loopback: ingest, reading with If-Match, objects changed or gone since ingest
 
 import hashlib
 import io
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from components.common.dataset import read_manifest
@@ -114,22 +116,32 @@ def test_a_dataset_at_an_s3_prefix_reads_like_its_folder(
     assert validate_dataset(remote, photos.images, ValidationRules(min_images_per_split=6)).passed
 
 
-def _batches(images: DatasetImages) -> list[list[torch.Tensor]]:
+def _batches(location: str, s3: S3Settings | None) -> list[list[np.ndarray]]:
+    """The training batches of the dataset at ``location``, read by one forked DataLoader worker after this process
+    made an S3 client of its own (which the worker must not share). Runs in a spawned child (``_in_child``)."""
+    images = DatasetImages(location, s3)
+    images.read_batch(list(images.manifest().itertuples(index=False))[:2])  # a client in this process first
     prep, aug = Preprocessing(image_size=32, max_crops=4), Augmentation(rescale_prob=0.5)
     rows = images.manifest().query("split == 'train'")
     generator = seed_everything(5)
     train = TrainImages(images, rows, ImageLimits(), prep, aug)
     loader = DataLoader(train, batch_size=4, shuffle=True, generator=generator, num_workers=1,
-                        worker_init_fn=seed_worker)  # fmt: skip
-    return [list(batch) for batch in loader]
+                        worker_init_fn=seed_worker, multiprocessing_context="fork")  # fmt: skip
+    return [[tensor.numpy() for tensor in batch] for batch in loader]
+
+
+def _in_child(location: str, s3: S3Settings | None) -> list[list[np.ndarray]]:
+    """``_batches`` in a spawned process: a DataLoader worker forked from the test process itself left it to die
+    of a SIGSEGV in a later test (test_serving's, reproducibly, cause not found); forked from a fresh child it
+    tests the same thing."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_batches, location, s3).result()
 
 
 def test_training_batches_from_s3_objects_equal_those_of_the_copied_dataset(photos: Settings, tmp_path: Path) -> None:
     _ingest(photos, SOURCE, tmp_path / "ref", by_reference=True)
     _ingest(photos, SOURCE, tmp_path / "copy", by_reference=False)
-    referenced = DatasetImages(tmp_path / "ref", photos.s3)
-    referenced.read_batch(list(referenced.manifest().itertuples(index=False))[:2])  # a client in this process first
-    from_s3, from_disk = _batches(referenced), _batches(DatasetImages(tmp_path / "copy"))
+    from_s3, from_disk = _in_child(str(tmp_path / "ref"), photos.s3), _in_child(str(tmp_path / "copy"), None)
     assert len(from_s3) == 3
     for got, expected in zip(from_s3, from_disk, strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
