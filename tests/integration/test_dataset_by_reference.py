@@ -3,9 +3,7 @@ on loopback: ingest, reading with If-Match, objects changed or gone since ingest
 
 import hashlib
 import io
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from components.validate import validate_dataset
 from tests.conftest import MakeTree
 from tests.helpers.images import encode
 from tests.helpers.servers import upload_folder
+from tests.helpers.spawn import in_spawned_child
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +117,7 @@ def test_a_dataset_at_an_s3_prefix_reads_like_its_folder(
 
 def _batches(location: str, s3: S3Settings | None) -> list[list[np.ndarray]]:
     """The training batches of the dataset at ``location``, read by one forked DataLoader worker after this process
-    made an S3 client of its own (which the worker must not share). Runs in a spawned child (``_in_child``)."""
+    made an S3 client of its own (which the worker must not share); run in a spawned child (tests.helpers.spawn)."""
     images = DatasetImages(location, s3)
     images.read_batch(list(images.manifest().itertuples(index=False))[:2])  # a client in this process first
     prep, aug = Preprocessing(image_size=32, max_crops=4), Augmentation(rescale_prob=0.5)
@@ -126,22 +125,17 @@ def _batches(location: str, s3: S3Settings | None) -> list[list[np.ndarray]]:
     generator = seed_everything(5)
     train = TrainImages(images, rows, ImageLimits(), prep, aug)
     loader = DataLoader(train, batch_size=4, shuffle=True, generator=generator, num_workers=1,
-                        worker_init_fn=seed_worker, multiprocessing_context="fork")  # fmt: skip
+                        worker_init_fn=seed_worker)  # fmt: skip
     return [[tensor.numpy() for tensor in batch] for batch in loader]
-
-
-def _in_child(location: str, s3: S3Settings | None) -> list[list[np.ndarray]]:
-    """``_batches`` in a spawned process: a DataLoader worker forked from the test process itself left it to die
-    of a SIGSEGV in a later test (test_serving's, reproducibly, cause not found); forked from a fresh child it
-    tests the same thing."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_batches, location, s3).result()
 
 
 def test_training_batches_from_s3_objects_equal_those_of_the_copied_dataset(photos: Settings, tmp_path: Path) -> None:
     _ingest(photos, SOURCE, tmp_path / "ref", by_reference=True)
     _ingest(photos, SOURCE, tmp_path / "copy", by_reference=False)
-    from_s3, from_disk = _in_child(str(tmp_path / "ref"), photos.s3), _in_child(str(tmp_path / "copy"), None)
+    from_s3, from_disk = (
+        in_spawned_child(_batches, str(tmp_path / "ref"), photos.s3),
+        in_spawned_child(_batches, str(tmp_path / "copy"), None),
+    )
     assert len(from_s3) == 3
     for got, expected in zip(from_s3, from_disk, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))

@@ -8,6 +8,7 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -23,6 +24,7 @@ from components.common.transforms import Augmentation, Preprocessing
 from components.ingest import ingest_dataset
 from components.train import TrainImages, TrainItem
 from tests.conftest import MakeTree
+from tests.helpers.spawn import in_spawned_child
 
 PREP = Preprocessing(image_size=32, max_crops=4)
 
@@ -111,11 +113,16 @@ class OneByOne(TorchDataset[TrainItem]):
         return self.images[index]
 
 
-def _batches(dataset: TorchDataset[TrainItem], workers: int) -> list[list[torch.Tensor]]:
+def _batches(location: str, one_by_one: bool, workers: int) -> list[list[np.ndarray]]:
+    """The training batches of the dataset at ``location``, its images fetched a batch at a time (in parallel) or
+    one by one; with ``workers`` forked DataLoader workers (run by ``in_spawned_child``: ``tests.helpers.spawn``)."""
+    images = DatasetImages(location)
+    images.read_batch(list(images.manifest().itertuples(index=False))[:2])  # this process's thread pool exists
+    train = TrainImages(images, images.manifest(), ImageLimits(), PREP, Augmentation(rescale_prob=0.5, flip=True))
     generator = seed_everything(11)
-    loader = DataLoader(dataset, batch_size=4, shuffle=True, generator=generator, num_workers=workers,
-                        worker_init_fn=seed_worker)  # fmt: skip
-    return [list(batch) for batch in loader]
+    loader = DataLoader(OneByOne(train) if one_by_one else train, batch_size=4, shuffle=True, generator=generator,
+                        num_workers=workers, worker_init_fn=seed_worker)  # fmt: skip
+    return [[tensor.numpy() for tensor in batch] for batch in loader]
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -123,12 +130,13 @@ def test_batches_read_in_parallel_equal_the_one_by_one_path(
     make_tree: MakeTree, settings: Settings, tmp_path: Path, workers: int
 ) -> None:
     src = make_tree({"real": 6, "ai_generated": 6}, size=(56, 44))
-    images = _by_reference(settings, src, tmp_path / "ds")
-    train = TrainImages(images, images.manifest(), ImageLimits(), PREP, Augmentation(rescale_prob=0.5, flip=True))
-    parallel, one_by_one = _batches(train, workers), _batches(OneByOne(train), workers)
+    _by_reference(settings, src, tmp_path / "ds")
+    location = str(tmp_path / "ds")
+    parallel = in_spawned_child(_batches, location, False, workers)
+    one_by_one = in_spawned_child(_batches, location, True, workers)
     assert len(parallel) == 3
     for got, expected in zip(parallel, one_by_one, strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_evaluation_batches_read_in_parallel_equal_the_one_by_one_path(

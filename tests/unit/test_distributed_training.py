@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from kfp.dsl import Dataset, Model
@@ -27,6 +28,7 @@ from components.train import NO_GENERATOR, TrainConfig, detector_loss, make_trai
 from components.train_ranks import RankSpec, rank_env, torchrun_command
 from tests.conftest import MakeTree
 from tests.helpers.net import free_port
+from tests.helpers.spawn import in_spawned_child
 
 # What 2 processes may differ from 1 by after 8 steps of 8 images with BatchNorm held (see _held_train); measured
 # 3e-7 on a weight and 9e-11 on val_loss here, 1.3e-5 and 9e-8 on another random dataset: the order of floating-point
@@ -73,24 +75,31 @@ def _dataset(make_tree: MakeTree, tmp_path: Path, train: int = 16, val: int = 4)
     return tmp_path / "ds", summary.dataset_version
 
 
+CROPS = TrainConfig(image_size=32, batch_size=4, num_workers=0)  # 48 px images: random 32 px crops, augmented
+
+
+def _rank_batches(location: str, rank: int, size: int, workers: int) -> list[list[np.ndarray]]:
+    """Two epochs of the batches rank ``rank`` of ``size`` reads, with ``workers`` forked DataLoader workers (run by
+    ``in_spawned_child``: ``tests.helpers.spawn``)."""
+    images = DatasetImages(location)
+    loader = make_train_loader(
+        dataclasses.replace(CROPS, num_workers=workers), images, images.manifest(), ImageLimits(),
+        CROPS.model_config().preprocessing, torch.Generator(), world=World(rank, size),
+    )  # fmt: skip
+    return [[tensor.numpy() for tensor in batch] for _ in range(2) for batch in loader]
+
+
 def test_each_image_is_augmented_alike_whichever_rank_or_worker_reads_it(make_tree: MakeTree, tmp_path: Path) -> None:
     dataset, _ = _dataset(make_tree, tmp_path, train=6)
-    cfg = TrainConfig(image_size=32, batch_size=4, num_workers=0)  # 48 px images: random 32 px crops, augmented
+    cfg, location = CROPS, str(dataset)
     images = DatasetImages(dataset)
     manifest, prep = images.manifest(), cfg.model_config().preprocessing
-
-    def batches(world: World, workers: int) -> list[list[torch.Tensor]]:
-        loader = make_train_loader(
-            dataclasses.replace(cfg, num_workers=workers), images, manifest, ImageLimits(), prep, torch.Generator(),
-            world=world,
-        )  # fmt: skip
-        return [list(batch) for _ in range(2) for batch in loader]  # two epochs
-
-    single, rank0, rank1 = batches(ONE_PROCESS, 0), batches(World(0, 2), 0), batches(World(1, 2), 1)
+    single, rank0 = _rank_batches(location, 0, 1, 0), _rank_batches(location, 0, 2, 0)
+    rank1 = in_spawned_child(_rank_batches, location, 1, 2, 1)  # a DataLoader worker reads rank 1's
     assert len(single) == len(rank0) == len(rank1) == 6
     for whole, first, second in zip(single, rank0, rank1, strict=True):
         for tensor, part0, part1 in zip(whole, first, second, strict=True):
-            assert torch.equal(tensor, torch.cat([part0, part1]))
+            assert np.array_equal(tensor, np.concatenate([part0, part1]))
     rows = make_train_loader(cfg, images, manifest, ImageLimits(), prep, torch.Generator()).dataset
     assert torch.equal(rows[(0, 5)][0], rows[(0, 5)][0])  # an image's crop: from (seed, epoch, index) alone ...
     assert not torch.equal(rows[(0, 5)][0], rows[(1, 5)][0])  # ... another one next epoch
