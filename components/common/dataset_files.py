@@ -93,12 +93,35 @@ def _read_file(path: Path, check: str) -> bytes:
 
 @dataclass
 class _PerProcess:
-    """The S3 client and thread pool of one process."""
+    """A reader's S3 client in one process, and that process's read pool."""
 
     pid: int
     pool: ThreadPoolExecutor
     lock: threading.Lock = field(default_factory=threading.Lock)
     client: Any = None  # made at the first S3 read
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # this process's read pools by size, shared by every reader
+_POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:
+    """In a forked child: the parent's pools' threads do not exist here."""
+    global _POOLS_LOCK  # noqa: PLW0603 - a lock another thread held at the fork would stay held in the child
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def _read_pool(threads: int) -> ThreadPoolExecutor:
+    """The read pool of ``threads`` threads of this process: one, shared by every reader, so that the readers of
+    each validate, evaluate or training call leave no idle threads behind."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, "dataset-read")
+        return _POOLS[threads]
 
 
 class DatasetImages:
@@ -168,5 +191,5 @@ class DatasetImages:
         """This process's pool (and client, once an S3 object is read), made on first use here: a forked worker
         finds its parent's and replaces them."""
         if self._process is None or self._process.pid != os.getpid():
-            self._process = _PerProcess(os.getpid(), ThreadPoolExecutor(self.threads, "dataset-read"))
+            self._process = _PerProcess(os.getpid(), _read_pool(self.threads))
         return self._process
