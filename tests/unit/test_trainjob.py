@@ -4,10 +4,8 @@ with a training controller behind it (tests/deploy/fake_kube.py; no cluster can 
 
 import io
 import json
-import os
 import re
 import signal
-import threading
 from typing import Any
 
 import pytest
@@ -375,9 +373,20 @@ def test_a_cancelled_step_deletes_its_job(monkeypatch: pytest.MonkeyPatch) -> No
     cluster = FakeTrainingCluster(outcome=None, logs=("epoch 1",), rank0_phase="Running")
     monkeypatch.setattr("components.trainjob.kube_api", lambda: (cluster, "kubeflow-user"))
     monkeypatch.setattr("kubernetes.client.CoreV1Api", lambda: cluster)
+    # The signal arrives while the step polls the job: the handler installed then runs, as Python runs a handler,
+    # in the main thread. (A real SIGTERM sent to the test process killed it under pytest-cov's SIGTERM handling.)
+    polls = [0]
+    read_status = cluster.get_namespaced_custom_object
+
+    def status_then_sigterm(*args: Any, **kwargs: Any) -> Any:
+        polls[0] += 1
+        if polls[0] == 3:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # type: ignore[operator]
+        return read_status(*args, **kwargs)
+
+    monkeypatch.setattr(cluster, "get_namespaced_custom_object", status_then_sigterm)
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
         with pytest.raises(SystemExit) as stopped:
             run_distributed(list(COMMAND), ENV, 2, 1, settings=TrainingJobSettings(poll_seconds=0.01))
         assert stopped.value.code == 128 + signal.SIGTERM
