@@ -23,16 +23,11 @@ Prints figures, asserts nothing.
 import argparse
 import base64
 import contextlib
-import dataclasses
 import io
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +42,16 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.bench.bench_serving import _jpegs, _split, load, model_folder, process_cpu, serving  # noqa: E402
+from tests.bench.bench_serving import (  # noqa: E402 (the repository on the path first)
+    _jpegs,
+    _split,
+    load,
+    model_folder,
+    process_cpu,
+    serving,
+    started,
+    with_preprocessing,
+)
 from tests.helpers.net import free_port  # noqa: E402
 
 NAME = "apd-detector"  # both servers answer under the same name, so that one client serves both
@@ -98,37 +102,10 @@ class PlainOnnxModel(kserve.Model):  # type: ignore[misc]
 def plain_serving(model_dir: str, workers: int) -> Iterator[tuple[int, int]]:
     """The plain server with ``workers`` REST processes sharing the 2 cores; yields (http, grpc)."""
     http, grpc = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--plain", model_dir, str(2 // workers),
-         "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/{NAME}/ready", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    command = [sys.executable, __file__, "--plain", model_dir, str(2 // workers),
+               "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)]  # fmt: skip
+    with started(command, None, http):
         yield http, grpc
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def resize_mode(model_dir: str, folder: Path) -> str:
-    """A copy of the artifact in the legacy resize mode, one crop per image (the plain server's work)."""
-    from components.common.artifact import CONFIG_FILE, WEIGHTS_FILE, load_artifact
-    from components.common.model import save_checkpoint
-
-    net, config = load_artifact(Path(model_dir))
-    prep = dataclasses.replace(config.model.preprocessing, mode="resize", max_crops=1, crop_align=1)
-    net.config = dataclasses.replace(config.model, preprocessing=prep)
-    out = folder / "resize"
-    shutil.copytree(model_dir, out)
-    save_checkpoint(net, out / WEIGHTS_FILE)
-    (out / CONFIG_FILE).write_text(json.dumps(dataclasses.replace(config, model=net.config).to_dict()))
-    return str(out)
 
 
 def main() -> None:
@@ -149,7 +126,7 @@ def main() -> None:
         root = Path(tmp)
         image = _jpegs(root)["2 MP"]
         native, described = model_folder(root)
-        resize = resize_mode(native, root)
+        resize = with_preprocessing(native, root, "resize", mode="resize", max_crops=1, crop_align=1)
         prep = json.loads((Path(native) / "config.json").read_text())["model"]["preprocessing"]
         servers = [
             ("plain KServe + ONNX Runtime", lambda: plain_serving(resize, 2), ("rest-json",)),

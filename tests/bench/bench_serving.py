@@ -41,6 +41,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -228,8 +229,8 @@ def raw_throughput(model_dir: str, images: dict[str, Path], variant: str, rounds
     return rates
 
 
-def _with_max_crops(model_dir: str, max_crops: int, folder: Path) -> str:
-    """A copy of the artifact whose preprocessing scores at most ``max_crops`` crops per image (same weights)."""
+def with_preprocessing(model_dir: str, folder: Path, name: str, **changes: Any) -> str:
+    """A copy of the artifact, in ``folder/name``, whose preprocessing has ``changes`` (same weights)."""
     import dataclasses
     import shutil
 
@@ -237,9 +238,9 @@ def _with_max_crops(model_dir: str, max_crops: int, folder: Path) -> str:
     from components.common.model import save_checkpoint
 
     net, config = load_artifact(Path(model_dir))
-    prep = dataclasses.replace(config.model.preprocessing, max_crops=max_crops)
+    prep = dataclasses.replace(config.model.preprocessing, **changes)
     net.config = dataclasses.replace(config.model, preprocessing=prep)
-    out = folder / f"k{max_crops}"
+    out = folder / name
     shutil.copytree(model_dir, out)
     save_checkpoint(net, out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(dataclasses.replace(config, model=net.config).to_dict()))
@@ -272,7 +273,7 @@ def main() -> None:
         images = _jpegs(root)
         model_dir, described = model_folder(root)
         if args.max_crops:
-            model_dir = _with_max_crops(model_dir, args.max_crops, root)
+            model_dir = with_preprocessing(model_dir, root, f"k{args.max_crops}", max_crops=args.max_crops)
         prep = json.loads((Path(model_dir) / "config.json").read_text())["model"]["preprocessing"]
         described += f"; preprocessing {prep.get('mode', 'resize')}, {prep['image_size']} px"
         described += f", up to {prep['max_crops']} crops" if prep.get("mode") == "native" else ""
@@ -429,11 +430,17 @@ def serving(
     env = {**os.environ, "APD_LOGGING__LEVEL": "WARNING", "APD_SERVING__THREADS": str(2 // workers),
            "APD_SERVING__RUNTIME": runtime, "APD_SERVING__PRECISION": precision,
            "APD_CACHE__ENABLED": str(cache).lower(), **(env or {})}  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
-         "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "components.cli", "serve", "--model_uri", model_dir,
+               "--http_port", str(http), "--grpc_port", str(grpc), "--workers", str(workers)]  # fmt: skip
+    with started(command, env, http):
+        yield http, grpc
+
+
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str] | None, http: int) -> Iterator[None]:
+    """A model server started by ``command``, once its model ``apd-detector`` answers ready on ``http`` (at most
+    a minute); stopped on leaving."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(120):
             try:
@@ -441,7 +448,7 @@ def serving(
                 break
             except OSError:
                 time.sleep(0.5)
-        yield http, grpc
+        yield
     finally:
         process.terminate()
         process.wait(timeout=30)
