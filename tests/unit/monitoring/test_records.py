@@ -44,8 +44,8 @@ class _Bucket:
     def list_objects(self, bucket: str, prefix: str, recursive: bool) -> list[_Listed]:
         return [_Listed(key) for key in self.files if key.startswith(prefix)]
 
-    def get_object(self, bucket: str, key: str) -> _Object:
-        return _Object(self.files[key])
+    def get_object(self, bucket: str, key: str, request_headers: dict[str, str] | None = None) -> _Object:
+        return _Object(self.files[key])  # as minio's, which common.s3.read_object calls with request_headers
 
 
 def _parquet(frame: pd.DataFrame, schema: pa.Schema) -> bytes:
